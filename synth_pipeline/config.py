@@ -1,0 +1,137 @@
+"""Model configuration: one dataclass, three presets, and ``key=value`` overrides.
+
+Saved as JSON next to the weights so a model directory fully describes how it was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from synth_pipeline.errors import ConfigError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU, a few minutes on the sample data
+    "fast": dict(
+        hidden_dim=64, vae_steps=600, diffusion_steps=1200, batch_size=64, num_timesteps=100,
+        sampling_steps=25, denoiser_layers=1, static_steps=300,
+    ),
+    "default": dict(
+        hidden_dim=128, vae_steps=2500, diffusion_steps=5000, batch_size=64, num_timesteps=100,
+        sampling_steps=50, denoiser_layers=2, static_steps=800,
+    ),
+    # GPU-sized
+    "quality": dict(
+        hidden_dim=256, vae_steps=8000, diffusion_steps=20000, batch_size=128, num_timesteps=200,
+        sampling_steps=200, denoiser_layers=3, static_steps=2000,
+    ),
+}
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "fast"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    progress: bool = True
+    # encoding
+    n_quantiles: int = 256
+    clip_quantiles: tuple[float, float] = (0.001, 0.999)
+    min_category_count: int = 1
+    max_categories: int = 1000
+    static_bins: int = 32
+    # VAE (feature-axis compression)
+    latent_dim: int | None = None  # None: min(F, max(4, F // 2)) over encoded feature channels
+    hidden_dim: int = 64
+    embed_dim: int = 8
+    n_fourier: int = 4
+    vae_steps: int = 600
+    vae_lr: float = 2e-3
+    vae_crop: int | None = 32  # the VAE trains on random windows of this many steps (it is local)
+    kl_start: float = 0.1  # KL weight annealed geometrically from kl_start to kl_end
+    kl_end: float = 1e-5
+    # latent diffusion
+    denoiser: str = "gru"  # gru | transformer
+    denoiser_layers: int = 1
+    diffusion_steps: int = 1200
+    diffusion_lr: float = 1e-3
+    num_timesteps: int = 100
+    beta_schedule: str = "linear"  # linear | cosine
+    sampling_steps: int = 25  # reverse steps at generation (strided)
+    eta: float = 1.0  # 1 = ancestral DDPM noise, 0 = deterministic DDIM
+    ema_decay: float = 0.995
+    p_unconditional: float = 0.5  # share of training sequences with no known cells (mask API)
+    # static attribute model
+    static_steps: int = 300
+    # training loop
+    batch_size: int = 64
+    batch_tokens: int = 2048  # long sequences: batch = max(8, min(batch_size, batch_tokens // T))
+    val_fraction: float = 0.1
+    eval_every: int = 100
+    patience: int = 5  # evaluations without improvement before early stopping
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset '{self.preset}'; valid presets: {', '.join(PRESETS)}")
+        if self.denoiser not in ("gru", "transformer"):
+            raise ConfigError(f"unknown model.denoiser '{self.denoiser}'; valid: gru, transformer")
+        if self.beta_schedule not in ("linear", "cosine"):
+            raise ConfigError(f"unknown model.beta_schedule '{self.beta_schedule}'; valid: linear, cosine")
+        self.clip_quantiles = tuple(self.clip_quantiles)  # type: ignore[assignment]
+        lo, hi = self.clip_quantiles
+        if not 0 <= lo < hi <= 1:
+            raise ConfigError("model.clip_quantiles must be two probabilities lo < hi in [0, 1]")
+        for name in ("vae_steps", "diffusion_steps", "batch_size", "hidden_dim", "sampling_steps", "num_timesteps"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"model.{name} must be a positive integer")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ConfigError("model.val_fraction must be in [0, 0.5)")
+
+    @classmethod
+    def from_preset(cls, preset: str = "fast", overrides: dict[str, Any] | None = None, **kw: Any) -> ModelConfig:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset '{preset}'; valid presets: {', '.join(PRESETS)}")
+        values = {**PRESETS[preset], **kw, **(overrides or {})}
+        _check_keys(values)
+        return cls(preset=preset, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["clip_quantiles"] = list(self.clip_quantiles)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        _check_keys(d)
+        return cls(**d)
+
+
+def _check_keys(values: dict[str, Any]) -> None:
+    valid = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ConfigError(f"unknown model option(s) {unknown}; valid options: {', '.join(sorted(valid))}")
+
+
+def parse_overrides(items: list[str] | None, prefix: str = "model.") -> dict[str, Any]:
+    """``["model.vae_steps=50", "model.denoiser=transformer"]`` -> ``{"vae_steps": 50, ...}`` (YAML-typed)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. model.vae_steps=100)")
+        key = key.strip()
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+        elif "." in key:
+            raise ConfigError(f"override '{item}': only '{prefix}<option>' keys can be set here")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key] = raw
+    _check_keys(out)
+    return out

@@ -1,0 +1,406 @@
+"""TimeAutoDiff: a mixed-type VAE + DDPM over the whole latent trajectory (papers/timeautodiff.txt).
+
+``fit(encoded)`` trains the VAE, then the latent diffusion prior (on normalised posterior means,
+keeping an EMA of the denoiser), then the static-attribute model. ``sample(n, conditions)`` runs
+one denoiser call per reverse step for the entire sequence, decodes, and fixes known cells: the
+same call covers unconditional generation, imputation, forecasting and metadata conditioning.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from synth_pipeline.config import ModelConfig
+from synth_pipeline.encoding import EncodedData
+from synth_pipeline.errors import ModelFileError
+from synth_pipeline.models.denoiser import LatentDenoiser
+from synth_pipeline.models.scheduler import DDPMScheduler
+from synth_pipeline.models.static import StaticAR
+from synth_pipeline.models.vae import Batch, MixedVAE
+
+FORMAT_VERSION = 1
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class Conditions:
+    """What is fixed at sampling time. Cells whose mask is False are generated."""
+
+    calendar: torch.Tensor  # [n, T, C]
+    present: torch.Tensor  # [n, T]
+    static: torch.Tensor | None = None  # [n, S] tokens
+    static_known: torch.Tensor | None = None  # [n, S] bool
+    num: torch.Tensor | None = None  # [n, T, Fn] encoded values
+    num_known: torch.Tensor | None = None  # [n, T, Fn] bool
+    cat: torch.Tensor | None = None  # [n, T, Fk] indices
+    cat_known: torch.Tensor | None = None  # [n, T, Fk] bool
+
+    def slice(self, s: slice) -> Conditions:
+        return Conditions(**{k: (v[s] if v is not None else None) for k, v in self.__dict__.items()})
+
+
+def _to_batch(
+    d: EncodedData, idx: np.ndarray | torch.Tensor, device: torch.device, crop: int | None = None,
+    gen: np.random.Generator | None = None,
+) -> Batch:
+    """Gather sequences ``idx``; with ``crop``, a random window of that many steps from each."""
+    idx = np.asarray(idx)
+    T = d.num.shape[1]
+    if crop is not None and crop < T:
+        hi = np.maximum(d.lengths[idx] - crop, 0) + 1
+        start = (gen.random(len(idx)) * hi).astype(np.int64)
+        steps = start[:, None] + np.arange(crop)[None, :]
+
+        def take(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a[idx[:, None], steps])
+    else:
+
+        def take(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a[idx])
+
+    return Batch(
+        num=take(d.num), num_miss=take(d.num_miss), cat=take(d.cat), present=take(d.present),
+        calendar=take(d.calendar), static=torch.from_numpy(d.static[idx]),
+    ).to(device)
+
+
+class Progress:
+    """A tqdm bar when enabled (epoch-like counters, loss, ETA), a no-op otherwise."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, mininterval=1.0, leave=False, dynamic_ncols=True)
+
+    def update(self, n: int, **postfix: float) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.4f}" for k, v in postfix.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class TimeAutoDiff:
+    def __init__(self, config: ModelConfig, dims: dict[str, Any]):
+        self.config, self.dims = config, dims
+        self.device = resolve_device(config.device)
+        n_enc = dims["n_num"] + len(dims["cat_cards"]) + sum(dims["num_missing"])
+        self.latent_dim = config.latent_dim or (n_enc if n_enc <= 8 else max(8, n_enc // 2))
+        self.scheduler = DDPMScheduler(config.num_timesteps, config.beta_schedule)
+        self.vae = MixedVAE(
+            dims["n_num"], dims["num_missing"], dims["cat_cards"], dims["static_cards"], dims["n_calendar"],
+            self.latent_dim, config.hidden_dim, config.embed_dim, config.n_fourier,
+        ).to(self.device)
+        self.denoiser = LatentDenoiser(
+            self.latent_dim, dims["n_num"], dims["cat_cards"], dims["static_cards"], dims["n_calendar"],
+            config.hidden_dim, config.denoiser_layers, config.denoiser, config.embed_dim,
+        ).to(self.device)
+        self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
+        self.static_model = StaticAR(dims["static_cards"], config.hidden_dim).to(self.device)
+        self.latent_mean = torch.zeros(self.latent_dim)
+        self.latent_std = torch.ones(self.latent_dim)
+        self.history: list[dict[str, float]] = []
+        self.fit_seconds = 0.0
+
+    # ------------------------------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------------------------------
+    def fit(self, data: EncodedData, log: Callable[[str], None] | None = None) -> TimeAutoDiff:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        gen = np.random.default_rng(cfg.seed)
+        t0 = time.perf_counter()
+        n = len(data)
+        perm = gen.permutation(n)
+        n_val = int(n * cfg.val_fraction) if n * cfg.val_fraction >= 2 else 0
+        val_idx, tr_idx = perm[:n_val], perm[n_val:]
+        self._fit_vae(data, tr_idx, val_idx, gen)
+        latents = self._posterior_means(data)
+        pres = torch.from_numpy(data.present).bool()
+        flat = latents[pres]
+        self.latent_mean, self.latent_std = flat.mean(0), flat.std(0).clamp(min=1e-3)
+        z = ((latents - self.latent_mean) / self.latent_std) * pres[..., None]
+        self._fit_diffusion(data, z, tr_idx, val_idx, gen)
+        self._fit_static(data, gen)
+        self.fit_seconds = time.perf_counter() - t0
+        if log:
+            log(f"trained in {self.fit_seconds:.1f}s on {self.device}")
+        return self
+
+    def _loop(
+        self, name: str, steps: int, params: list[nn.Parameter], lr: float,
+        train_step: Callable[[int], tuple[torch.Tensor, dict[str, float]]],
+        val_loss: Callable[[], float] | None, modules: list[nn.Module], after_step: Callable[[], None] | None = None,
+    ) -> None:
+        """Shared optimisation loop: Adam, grad clipping, periodic validation, early stopping."""
+        cfg = self.config
+        opt = torch.optim.Adam(params, lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.1)
+        best, best_state, bad = math.inf, None, 0
+        bar = Progress(steps, name, cfg.progress)
+        running: dict[str, float] = {}
+        for step in range(steps):
+            for m in modules:
+                m.train()
+            loss, parts = train_step(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            if after_step:
+                after_step()
+            parts = {"loss": float(loss.detach()), **parts}
+            for k, v in parts.items():
+                running[k] = running.get(k, 0.0) + v
+            bar.update(1, loss=parts["loss"])
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == steps:
+                k = (step % cfg.eval_every) + 1
+                rec = {f"{name}/{key}": v / k for key, v in running.items()}
+                running = {}
+                if val_loss is not None:
+                    for m in modules:
+                        m.eval()
+                    vl = val_loss()
+                    rec[f"{name}/val_loss"] = vl
+                    if vl < best - 1e-4:
+                        best, bad = vl, 0
+                        best_state = [copy.deepcopy(m.state_dict()) for m in modules]
+                    else:
+                        bad += 1
+                rec["step"] = step + 1
+                self.history.append(rec)
+                if val_loss is not None and bad >= cfg.patience:
+                    break
+        bar.close()
+        if best_state is not None:
+            for m, s in zip(modules, best_state, strict=True):
+                m.load_state_dict(s)
+
+    def _batch_idx(self, tr_idx: np.ndarray, gen: np.random.Generator, T: int | None = None) -> np.ndarray:
+        """Random sequences; for long sequences fewer of them (a budget of ``batch_tokens`` steps)."""
+        cfg = self.config
+        size = cfg.batch_size if T is None else max(8, min(cfg.batch_size, cfg.batch_tokens // T))
+        return tr_idx[gen.integers(0, len(tr_idx), min(size, len(tr_idx)))]
+
+    def _fit_vae(self, data: EncodedData, tr_idx, val_idx, gen) -> None:
+        cfg = self.config
+        vb = _to_batch(data, val_idx, self.device) if len(val_idx) else None
+        ratio = cfg.kl_end / cfg.kl_start
+
+        def beta(step: int) -> float:
+            return cfg.kl_start * ratio ** (step / max(cfg.vae_steps - 1, 1))
+
+        crop = cfg.vae_crop if cfg.vae_crop and cfg.vae_crop < data.num.shape[1] else None
+
+        def train_step(step: int):
+            b = _to_batch(data, self._batch_idx(tr_idx, gen, crop), self.device, crop, gen)
+            return self.vae.loss(b, beta(step))
+
+        def val_loss() -> float:
+            with torch.inference_mode():
+                mu, _ = self.vae.encode(vb)
+                return float(self.vae.reconstruction_loss(self.vae.decode(mu, vb.calendar, vb.static), vb)[0])
+
+        self._loop("vae", cfg.vae_steps, list(self.vae.parameters()), cfg.vae_lr, train_step,
+                   val_loss if vb is not None else None, [self.vae])
+
+    @torch.inference_mode()
+    def _posterior_means(self, data: EncodedData) -> torch.Tensor:
+        self.vae.eval()
+        out = []
+        for s in range(0, len(data), 1024):
+            b = _to_batch(data, np.arange(s, min(s + 1024, len(data))), self.device)
+            out.append(self.vae.encode(b)[0].cpu())
+        return torch.cat(out)
+
+    def _random_known(self, b: Batch, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training masks for the one mask API: none / random cells / prefix / whole columns."""
+        B, T = b.present.shape
+        Fn, Fk = b.num.shape[-1], b.cat.shape[-1]
+        F_all = Fn + Fk
+        dev = b.num.device
+        r = torch.rand(B, generator=gen)
+        p = self.config.p_unconditional
+        task = torch.where(r < p, 0, 1 + ((r - p) / max(1 - p, 1e-6) * 3).long().clamp(max=2))
+        rate = torch.rand(B, 1, 1, generator=gen) * 0.8 + 0.1
+        impute = torch.rand(B, T, F_all, generator=gen) < rate
+        k = (torch.rand(B, 1, generator=gen) * T).long()
+        forecast = (torch.arange(T)[None, :] < k)[..., None].expand(B, T, F_all)
+        meta = (torch.rand(B, 1, F_all, generator=gen) < 0.5).expand(B, T, F_all)
+        known = torch.zeros(B, T, F_all, dtype=torch.bool)
+        known = torch.where((task == 1)[:, None, None], impute, known)
+        known = torch.where((task == 2)[:, None, None], forecast, known)
+        known = torch.where((task == 3)[:, None, None], meta, known)
+        known = known.to(dev) & (b.present[..., None] > 0)
+        num_known = known[..., :Fn] & (b.num_miss < 0.5)
+        cards = torch.tensor(self.dims["cat_cards"], device=dev, dtype=torch.long)
+        cat_in = torch.where(known[..., Fn:], b.cat, cards.expand_as(b.cat)) if Fk else b.cat
+        return b.num * num_known, num_known.float(), cat_in
+
+    def _fit_diffusion(self, data: EncodedData, z: torch.Tensor, tr_idx, val_idx, gen) -> None:
+        cfg = self.config
+        tgen = torch.Generator().manual_seed(cfg.seed + 1)
+        sch = self.scheduler
+        z = z.to(self.device)
+
+        def diffusion_loss(idx: np.ndarray, g: torch.Generator, model: nn.Module) -> torch.Tensor:
+            b = _to_batch(data, idx, self.device)
+            z0 = z[torch.as_tensor(idx, device=self.device)]
+            t = torch.randint(0, sch.num_train_timesteps, (len(idx),), generator=g).to(self.device)
+            noise = torch.randn(z0.shape, generator=g).to(self.device)
+            zt = sch.add_noise(z0, noise, t)
+            kn, kn_mask, kc = self._random_known(b, g)
+            eps = model(zt, t, b.calendar, b.present, b.static, kn, kn_mask, kc)
+            w = b.present[..., None]
+            return ((eps - noise) ** 2 * w).sum() / (w.sum() * z0.shape[-1]).clamp(min=1)
+
+        def train_step(step: int):
+            return diffusion_loss(self._batch_idx(tr_idx, gen, z.shape[1]), tgen, self.denoiser), {}
+
+        def ema_update() -> None:
+            with torch.no_grad():
+                for pe, p in zip(self.ema.parameters(), self.denoiser.parameters(), strict=True):
+                    pe.lerp_(p, 1 - cfg.ema_decay)
+
+        def val_loss() -> float:
+            with torch.inference_mode():
+                return float(diffusion_loss(val_idx, torch.Generator().manual_seed(7), self.ema))
+
+        self._loop("diffusion", cfg.diffusion_steps, list(self.denoiser.parameters()), cfg.diffusion_lr,
+                   train_step, val_loss if len(val_idx) else None, [self.denoiser, self.ema], after_step=ema_update)
+
+    def _fit_static(self, data: EncodedData, gen) -> None:
+        if not self.dims["static_cards"]:
+            return
+        tokens = torch.from_numpy(data.static).to(self.device)
+        n = tokens.shape[0]
+
+        def train_step(step: int):
+            idx = torch.as_tensor(gen.integers(0, n, min(self.config.batch_size, n)), device=self.device)
+            return self.static_model.loss(tokens[idx]), {}
+
+        self._loop("static", self.config.static_steps, list(self.static_model.parameters()), 3e-3,
+                   train_step, None, [self.static_model])
+
+    # ------------------------------------------------------------------------------------------
+    # sampling
+    # ------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def sample(self, n: int, conditions: Conditions, seed: int = 0, batch_size: int = 4096) -> dict[str, np.ndarray]:
+        """Generate ``n`` sequences. Returns encoded arrays: num, num_miss, cat, static."""
+        for m in (self.vae, self.ema, self.static_model):
+            m.eval()
+        g = torch.Generator().manual_seed(seed)
+        static = self._sample_static(n, conditions, g)
+        outs = []
+        for s in range(0, n, batch_size):
+            sl = slice(s, min(s + batch_size, n))
+            outs.append(self._sample_batch(conditions.slice(sl), static[sl], g))
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} | {"static": static.cpu().numpy()}
+
+    def _sample_static(self, n: int, c: Conditions, g: torch.Generator) -> torch.Tensor:
+        if not self.dims["static_cards"]:
+            return torch.zeros(n, 0, dtype=torch.long, device=self.device)
+        known = c.static.to(self.device) if c.static is not None else None
+        mask = c.static_known.to(self.device) if c.static_known is not None else None
+        return self.static_model.sample(n, known, mask, generator=g)
+
+    def _sample_batch(self, c: Conditions, static: torch.Tensor, g: torch.Generator) -> dict[str, np.ndarray]:
+        dev = self.device
+        B, T = c.present.shape
+        Fn, cards = self.dims["n_num"], self.dims["cat_cards"]
+        cal, pres = c.calendar.to(dev), c.present.to(dev)
+        kn = c.num.to(dev) if c.num is not None else torch.zeros(B, T, Fn, device=dev)
+        kn_mask = c.num_known.to(dev).float() if c.num_known is not None else torch.zeros(B, T, Fn, device=dev)
+        card_t = torch.tensor(cards, dtype=torch.long, device=dev)
+        if c.cat is not None and len(cards):
+            kc = torch.where(c.cat_known.to(dev), c.cat.to(dev), card_t.expand(B, T, -1))
+        else:
+            kc = card_t.expand(B, T, -1).clone() if len(cards) else torch.zeros(B, T, 0, dtype=torch.long, device=dev)
+        z = torch.randn(B, T, self.latent_dim, generator=g).to(dev)
+        ts = self.scheduler.set_timesteps(self.config.sampling_steps).tolist()
+        for i, t in enumerate(ts):
+            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+            eps = self.ema(z, torch.full((B,), t, device=dev), cal, pres, static, kn * kn_mask, kn_mask, kc)
+            z = self.scheduler.step(eps, t, t_prev, z, eta=self.config.eta, generator=g)
+        z = z * self.latent_std.to(dev) + self.latent_mean.to(dev)
+        out = self.vae.decode(z, cal, static)
+        num = out["num"]
+        miss = torch.zeros(B, T, Fn, device=dev)
+        mi = self.vae.miss_idx
+        if mi:
+            p = torch.sigmoid(out["miss"])
+            miss[..., mi] = (torch.rand(p.shape, generator=g).to(dev) < p).float()
+        cat = torch.zeros(B, T, len(cards), dtype=torch.long, device=dev)
+        for j, logits in enumerate(out["cat"].split(cards, -1) if cards else []):
+            probs = torch.softmax(logits.reshape(-1, cards[j]).float(), -1).cpu()
+            cat[..., j] = torch.multinomial(probs, 1, generator=g).view(B, T).to(dev)
+        # known cells are fixed exactly, not just encouraged
+        if c.num_known is not None:
+            num = torch.where(kn_mask > 0, kn, num)
+            miss = torch.where(kn_mask > 0, torch.zeros_like(miss), miss)
+        if c.cat_known is not None and len(cards):
+            cat = torch.where(c.cat_known.to(dev), c.cat.to(dev), cat)
+        return {"num": num.float().cpu().numpy(), "num_miss": miss.cpu().numpy(), "cat": cat.cpu().numpy()}
+
+    # ------------------------------------------------------------------------------------------
+    # persistence: config JSON + state dicts loaded with weights_only=True
+    # ------------------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        from synth_pipeline.io_utils import atomic_write, atomic_write_json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION, "config": self.config.to_dict(), "dims": self.dims,
+            "latent_dim": self.latent_dim, "fit_seconds": self.fit_seconds, "history": self.history,
+        }
+        atomic_write_json(directory / "model_config.json", meta)
+        state = {
+            "vae": self.vae.state_dict(), "ema": self.ema.state_dict(), "denoiser": self.denoiser.state_dict(),
+            "static": self.static_model.state_dict(),
+            "latent_mean": self.latent_mean, "latent_std": self.latent_std,
+        }
+        atomic_write(directory / "weights.pt", lambda p: torch.save(state, p))
+
+    @classmethod
+    def load(cls, directory: Path, device: str = "auto") -> TimeAutoDiff:
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "model_config.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelFileError(f"'{directory}' has no model_config.json; pass a directory written by save()") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelFileError(f"'{directory}' has model format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+        cfg = ModelConfig.from_dict({**meta["config"], "device": device})
+        model = cls(cfg, meta["dims"])
+        state = torch.load(directory / "weights.pt", map_location=model.device, weights_only=True)
+        model.vae.load_state_dict(state["vae"])
+        model.ema.load_state_dict(state["ema"])
+        model.denoiser.load_state_dict(state["denoiser"])
+        model.static_model.load_state_dict(state["static"])
+        model.latent_mean, model.latent_std = state["latent_mean"].cpu(), state["latent_std"].cpu()
+        model.history, model.fit_seconds = meta.get("history", []), meta.get("fit_seconds", 0.0)
+        return model
