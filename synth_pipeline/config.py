@@ -43,6 +43,7 @@ class ModelConfig:
     min_category_count: int = 1
     max_categories: int = 1000
     static_bins: int = 32
+    entity_levels: bool = True  # model each sequence's level separately from its dynamics
     # VAE (feature-axis compression)
     latent_dim: int | None = None  # None: min(F, max(4, F // 2)) over encoded feature channels
     hidden_dim: int = 64
@@ -60,6 +61,7 @@ class ModelConfig:
     diffusion_lr: float = 1e-3
     num_timesteps: int = 100
     beta_schedule: str = "linear"  # linear | cosine
+    prediction_type: str = "epsilon"  # epsilon | sample (z_0) | v_prediction
     sampling_steps: int = 25  # reverse steps at generation (strided)
     eta: float = 1.0  # 1 = ancestral DDPM noise, 0 = deterministic DDIM
     ema_decay: float = 0.995

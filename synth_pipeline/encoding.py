@@ -222,6 +222,8 @@ class ColumnCodec:
     has_missing: bool = False
     integral: bool = False
     bins: int = 0  # static numeric: number of quantile bins
+    level_edges: list[float] | None = None  # dynamic numeric: bin edges of per-sequence levels
+    dev_std: float = 1.0  # dynamic numeric: spread of within-sequence deviations from the level
 
     @property
     def is_numeric(self) -> bool:
@@ -243,6 +245,7 @@ class TableEncoder:
     min_category_count: int = 1
     max_categories: int = 1000
     static_bins: int = 32
+    levels: bool = True  # split dynamic numerics into a per-sequence level (static token) + deviation
     codecs: list[ColumnCodec] = field(default_factory=list)
     freq: str | None = None
     max_len: int = 0
@@ -264,12 +267,16 @@ class TableEncoder:
         return [c for c in self.codecs if c.static]
 
     @property
+    def level_cards(self) -> list[int]:
+        return [len(c.level_edges) - 1 for c in self.num_codecs if c.level_edges is not None]
+
+    @property
     def dims(self) -> dict[str, Any]:
         return {
             "n_num": len(self.num_codecs),
             "num_missing": [c.has_missing for c in self.num_codecs],
             "cat_cards": [len(c.levels) for c in self.cat_codecs],
-            "static_cards": [c.n_tokens for c in self.static_codecs],
+            "static_cards": [c.n_tokens for c in self.static_codecs] + self.level_cards,
             "n_calendar": N_CALENDAR,
             "max_len": self.max_len,
         }
@@ -331,9 +338,85 @@ class TableEncoder:
                     levels.append(NA_LEVEL)
                 codec.levels = levels
             self.codecs.append(codec)
+        if self.levels:
+            self._fit_levels(df, idx)
         return self
 
-    # -- transform -----------------------------------------------------------------------------
+    def _gauss(self, df: pd.DataFrame, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dynamic numerics in N(0,1) space [N, T, Fn] and their observed-mask."""
+        pad = idx < 0
+        safe = np.where(pad, 0, idx)
+        z = np.zeros((*idx.shape, len(self.num_codecs)))
+        obs = np.zeros(z.shape, dtype=bool)
+        for j, c in enumerate(self.num_codecs):
+            x = _numeric_values(df[c.name])[safe]
+            obs[..., j] = ~np.isnan(x) & ~pad
+            z[..., j] = np.where(obs[..., j], c.qmap.forward(x), 0.0)
+        return z, obs
+
+    @staticmethod
+    def _seq_levels(z: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        cnt = obs.sum(1)
+        return np.where(cnt > 0, (z * obs).sum(1) / np.maximum(cnt, 1), 0.0)  # [N, Fn]
+
+    def _fit_levels(self, df: pd.DataFrame, idx: np.ndarray) -> None:
+        """Per-sequence level of each dynamic numeric column: panels differ mostly in level
+        (a 40-dollar vs a 1000-dollar stock), so a coarse level becomes a static token generated
+        first, and the sequence model learns the deviations from that bin's centre at their own
+        scale (jointly across columns, which keeps correlated columns such as Open/Close together)."""
+        z, obs = self._gauss(df, idx)
+        lv = self._seq_levels(z, obs)
+        has = obs.any(1)
+        for j, c in enumerate(self.num_codecs):
+            vals = lv[has[:, j], j]
+            n_bins = int(min(self.static_bins, max(1, vals.size // 4)))
+            c.level_edges = None
+            if n_bins < 2 or np.ptp(vals) < 1e-6:
+                continue
+            edges = np.unique(np.quantile(vals, np.linspace(0, 1, n_bins + 1)))
+            if len(edges) < 3:
+                continue
+            c.level_edges = edges.tolist()
+        centers = self.level_centers(self.level_tokens(lv))
+        for j, c in enumerate(self.num_codecs):
+            if c.level_edges is not None:
+                dev = (z[..., j] - centers[:, None, j])[obs[..., j]]
+                c.dev_std = float(max(np.sqrt(np.mean(dev**2)), 1e-3))
+
+    def level_tokens(self, lv: np.ndarray) -> np.ndarray:
+        """Levels [N, Fn] -> tokens [N, n_level_columns]."""
+        cols = [
+            np.clip(np.searchsorted(np.asarray(c.level_edges), lv[:, j], side="right") - 1, 0, len(c.level_edges) - 2)
+            for j, c in enumerate(self.num_codecs) if c.level_edges is not None
+        ]
+        return np.stack(cols, 1).astype(np.int64) if cols else np.zeros((lv.shape[0], 0), np.int64)
+
+    def _standardize(self, z: np.ndarray, lv: np.ndarray) -> np.ndarray:
+        out = z.copy()
+        for j, c in enumerate(self.num_codecs):
+            if c.level_edges is not None:
+                out[..., j] = (z[..., j] - lv[:, None, j]) / c.dev_std
+        return out
+
+    def _unstandardize(self, num: np.ndarray, lv: np.ndarray) -> np.ndarray:
+        out = num.astype(np.float64).copy()
+        for j, c in enumerate(self.num_codecs):
+            if c.level_edges is not None:
+                out[..., j] = num[..., j] * c.dev_std + lv[:, None, j]
+        return out
+
+    def level_centers(self, tokens: np.ndarray) -> np.ndarray:
+        """Level tokens -> bin centres [N, Fn] (0 for columns without levels)."""
+        lv = np.zeros((tokens.shape[0], len(self.num_codecs)))
+        k = 0
+        for j, c in enumerate(self.num_codecs):
+            if c.level_edges is None:
+                continue
+            e = np.asarray(c.level_edges)
+            lv[:, j] = 0.5 * (e[tokens[:, k]] + e[tokens[:, k] + 1])
+            k += 1
+        return lv
+
     def transform(self, df: pd.DataFrame) -> EncodedData:
         s = self.schema
         idx, lengths, _ = sequence_index(df, s)
@@ -346,13 +429,10 @@ class TableEncoder:
         safe = np.where(pad, 0, idx)
         present = (~pad).astype(np.float32)
         N = idx.shape[0]
-        num = np.zeros((N, T, len(self.num_codecs)), np.float32)
-        miss = np.zeros_like(num)
-        for j, c in enumerate(self.num_codecs):
-            x = _numeric_values(df[c.name])[safe]
-            m = np.isnan(x)
-            num[..., j] = np.where(m | pad, 0.0, c.qmap.forward(x))
-            miss[..., j] = (m & ~pad).astype(np.float32)
+        z, obs = self._gauss(df, idx)
+        tokens = self.level_tokens(self._seq_levels(z, obs))
+        num = np.where(obs, self._standardize(z, self.level_centers(tokens)), 0.0).astype(np.float32)
+        miss = (~obs & ~pad[..., None]).astype(np.float32)
         cat = np.zeros((N, T, len(self.cat_codecs)), np.int64)
         for j, c in enumerate(self.cat_codecs):
             cat[..., j] = np.where(pad, 0, self._codes(df[c.name], c)[safe])
@@ -369,7 +449,7 @@ class TableEncoder:
         tgrid = np.where(pad, time_grid(times[first], T, self.freq), tgrid)
         return EncodedData(
             num=num, num_miss=miss, cat=cat, present=present, calendar=_calendar(tgrid),
-            static=static, lengths=lengths, start_ns=times[first],
+            static=np.concatenate([static, tokens], 1), lengths=lengths, start_ns=times[first],
         )
 
     def _codes(self, col: pd.Series, c: ColumnCodec, strict: bool = False) -> np.ndarray:
@@ -414,15 +494,22 @@ class TableEncoder:
         rng: np.random.Generator,
         key_prefix: str = "syn",
     ) -> pd.DataFrame:
-        """Decode sampled arrays into a table with the source's columns and dtypes."""
+        """Decode sampled arrays into a table with the source's columns and dtypes.
+
+        ``static`` holds the static-column tokens followed by the level tokens.
+        """
         s = self.schema
         N, T = num.shape[0], self.max_len
+        n_static = len(self.static_codecs)
+        lv = self.level_centers(static[:, n_static:])
+        static = static[:, :n_static]
+        z = self._unstandardize(num, lv)
         valid = np.arange(T)[None, :] < lengths[:, None]
         rows = int(valid.sum())
         seq = np.repeat(np.arange(N), lengths)
         cols: dict[str, Any] = {}
         for j, c in enumerate(self.num_codecs):
-            x = c.qmap.inverse(num[..., j][valid].astype(np.float64))
+            x = c.qmap.inverse(z[..., j][valid])
             if c.has_missing:
                 x = np.where(num_miss[..., j][valid] > 0.5, np.nan, x)
             cols[c.name] = self._restore_numeric(x, c)
@@ -497,21 +584,27 @@ class TableEncoder:
                 static[:, j] = self._bin(_numeric_values(col), c)
             else:
                 static[:, j] = np.where(known[:, j], self._codes(col, c, strict=True), 0)
+        n_lv = len(self.level_cards)  # levels are generated unless cells pin them
+        static = np.concatenate([static, np.zeros((len(cond), n_lv), np.int64)], 1)
+        known = np.concatenate([known, np.zeros((len(cond), n_lv), bool)], 1)
         return static, known
 
-    def encode_cells(self, df: pd.DataFrame, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Known dynamic cells for conditioning: (num, num_known, num_miss, cat, cat_known)."""
+    def encode_cells(self, df: pd.DataFrame, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Known dynamic cells for conditioning. A column's level is the mean of its known cells;
+        where none is known the level stays free (NaN) and is generated."""
         pad = idx < 0
         safe = np.where(pad, 0, idx)
         N, T = idx.shape
-        num = np.zeros((N, T, len(self.num_codecs)), np.float32)
-        num_known = np.zeros_like(num, dtype=bool)
-        for j, c in enumerate(self.num_codecs):
-            if c.name in df.columns:
-                x = _numeric_values(df[c.name])[safe]
-                k = ~np.isnan(x) & ~pad
-                num[..., j] = np.where(k, c.qmap.forward(x), 0.0)
-                num_known[..., j] = k
+        full = df.copy()
+        for c in self.num_codecs:
+            if c.name not in full.columns:
+                full[c.name] = np.nan
+        z, num_known = self._gauss(full, idx)
+        level_tok = self.level_tokens(self._seq_levels(z, num_known))
+        num = np.where(num_known, self._standardize(z, self.level_centers(level_tok)), 0.0).astype(np.float32)
+        has = num_known.any(1)
+        use = [j for j, c in enumerate(self.num_codecs) if c.level_edges is not None]
+        level_known = has[:, use] if use else np.zeros((N, 0), dtype=bool)
         cat = np.zeros((N, T, len(self.cat_codecs)), np.int64)
         cat_known = np.zeros_like(cat, dtype=bool)
         for j, c in enumerate(self.cat_codecs):
@@ -524,7 +617,10 @@ class TableEncoder:
                     codes[nn] = self._codes(col[nn], c, strict=True)
                 cat[..., j] = np.where(k, codes[safe], 0)
                 cat_known[..., j] = k
-        return num, num_known, np.zeros_like(num), cat, cat_known
+        return {
+            "num": num, "num_known": num_known, "cat": cat, "cat_known": cat_known,
+            "level_tokens": level_tok, "level_known": level_known,
+        }
 
     # -- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -535,6 +631,7 @@ class TableEncoder:
             "min_category_count": self.min_category_count,
             "max_categories": self.max_categories,
             "static_bins": self.static_bins,
+            "levels": self.levels,
             "freq": self.freq,
             "max_len": self.max_len,
             "key_dtype": self.key_dtype,

@@ -54,7 +54,7 @@ class Synthesizer:
         self.encoder = TableEncoder(
             self.schema, n_quantiles=cfg.n_quantiles, clip_quantiles=cfg.clip_quantiles,
             min_category_count=cfg.min_category_count, max_categories=cfg.max_categories,
-            static_bins=cfg.static_bins,
+            static_bins=cfg.static_bins, levels=cfg.entity_levels,
         ).fit(df)
         data = self.encoder.transform(df)
         lv, lc = np.unique(data.lengths, return_counts=True)
@@ -109,9 +109,7 @@ class Synthesizer:
             cond.static, cond.static_known = self._static_conditions(conditions, mask)
             known_frame = None
         out = model.sample(len(lengths), cond, seed=seed)
-        table = enc.inverse_transform(
-            out["num"], out["num_miss"], out["cat"], out["static"], lengths, starts, rng
-        )
+        table = enc.inverse_transform(out["num"], out["num_miss"], out["cat"], out["static"], lengths, starts, rng)
         if known_frame is not None:
             table = _fix_known_cells(table, *known_frame)
         return table
@@ -176,13 +174,16 @@ class Synthesizer:
         times = _to_ns(frame[s.time_index])
         starts = times[idx[:, 0]]
         cond = self._layout_conditions(lengths, starts)
-        num, num_known, _, cat, cat_known = enc.encode_cells(frame, idx)
-        cond.num, cond.num_known = torch.from_numpy(num), torch.from_numpy(num_known)
-        cond.cat, cond.cat_known = torch.from_numpy(cat), torch.from_numpy(cat_known)
+        cells = enc.encode_cells(frame, idx)
+        cond.num, cond.num_known = torch.from_numpy(cells["num"]), torch.from_numpy(cells["num_known"])
+        cond.cat, cond.cat_known = torch.from_numpy(cells["cat"]), torch.from_numpy(cells["cat_known"])
         static_cols = [c.name for c in enc.static_codecs if c.name in frame.columns]
-        if static_cols:
-            first = frame.iloc[idx[:, 0]][static_cols].reset_index(drop=True)
-            cond.static, cond.static_known = self._static_conditions(first, None)
+        first = frame.iloc[idx[:, 0]][static_cols].reset_index(drop=True)
+        static, known = self._static_conditions(first, None)
+        n_static = len(enc.static_codecs)
+        static[:, n_static:] = torch.from_numpy(cells["level_tokens"])
+        known[:, n_static:] = torch.from_numpy(cells["level_known"])
+        cond.static, cond.static_known = static, known
         known_cols = [c for c in frame.columns if c in {cc.name for cc in enc.codecs}]
         return cond, lengths, starts, (frame[known_cols].reset_index(drop=True), known_cols)
 

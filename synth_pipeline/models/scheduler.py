@@ -15,6 +15,7 @@ import torch
 from synth_pipeline.errors import ConfigError
 
 BETA_SCHEDULES = ("linear", "cosine")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
 @dataclass
@@ -23,8 +24,13 @@ class DDPMScheduler:
     beta_schedule: str = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    prediction_type: str = "epsilon"  # epsilon: the noise; sample: z_0; v_prediction: the velocity
 
     def __post_init__(self) -> None:
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(
+                f"unknown model.prediction_type '{self.prediction_type}'; valid: {', '.join(PREDICTION_TYPES)}"
+            )
         T = self.num_train_timesteps
         if T < 2:
             raise ConfigError("model.num_timesteps must be at least 2")
@@ -57,9 +63,21 @@ class DDPMScheduler:
         a = self.alphas_cumprod.to(z0.device)[t].view(-1, *([1] * (z0.dim() - 1)))
         return a.sqrt() * z0 + (1 - a).sqrt() * noise
 
+    def target(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the denoiser is trained to output."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "sample":
+            return z0
+        return self.velocity(z0, noise, t)
+
+    def velocity(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = self.alphas_cumprod.to(z0.device)[t].view(-1, *([1] * (z0.dim() - 1)))
+        return a.sqrt() * noise - (1 - a).sqrt() * z0
+
     def step(
         self,
-        eps: torch.Tensor,
+        model_output: torch.Tensor,
         t: int,
         t_prev: int,
         z_t: torch.Tensor,
@@ -69,7 +87,15 @@ class DDPMScheduler:
         """One reverse update z_t -> z_{t_prev}. At the last step (t_prev < 0) return the clean estimate."""
         ac = self.alphas_cumprod.to(z_t.device)
         a_t = ac[t]
-        z0 = (z_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        if self.prediction_type == "epsilon":
+            eps = model_output
+            z0 = (z_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        elif self.prediction_type == "sample":
+            z0 = model_output
+            eps = (z_t - a_t.sqrt() * z0) / (1 - a_t).sqrt()
+        else:  # v = sqrt(a) eps - sqrt(1-a) z0
+            z0 = a_t.sqrt() * z_t - (1 - a_t).sqrt() * model_output
+            eps = (1 - a_t).sqrt() * z_t + a_t.sqrt() * model_output
         if t_prev < 0:  # the final denoising step, applied exactly once: no noise is added back
             return z0
         a_prev = ac[t_prev]

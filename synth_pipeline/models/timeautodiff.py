@@ -107,7 +107,9 @@ class TimeAutoDiff:
         self.device = resolve_device(config.device)
         n_enc = dims["n_num"] + len(dims["cat_cards"]) + sum(dims["num_missing"])
         self.latent_dim = config.latent_dim or (n_enc if n_enc <= 8 else max(8, n_enc // 2))
-        self.scheduler = DDPMScheduler(config.num_timesteps, config.beta_schedule)
+        self.scheduler = DDPMScheduler(
+            config.num_timesteps, config.beta_schedule, prediction_type=config.prediction_type
+        )
         self.vae = MixedVAE(
             dims["n_num"], dims["num_missing"], dims["cat_cards"], dims["static_cards"], dims["n_calendar"],
             self.latent_dim, config.hidden_dim, config.embed_dim, config.n_fourier,
@@ -272,9 +274,9 @@ class TimeAutoDiff:
             noise = torch.randn(z0.shape, generator=g).to(self.device)
             zt = sch.add_noise(z0, noise, t)
             kn, kn_mask, kc = self._random_known(b, g)
-            eps = model(zt, t, b.calendar, b.present, b.static, kn, kn_mask, kc)
+            pred = model(zt, t, b.calendar, b.present, b.static, kn, kn_mask, kc)
             w = b.present[..., None]
-            return ((eps - noise) ** 2 * w).sum() / (w.sum() * z0.shape[-1]).clamp(min=1)
+            return ((pred - sch.target(z0, noise, t)) ** 2 * w).sum() / (w.sum() * z0.shape[-1]).clamp(min=1)
 
         def train_step(step: int):
             return diffusion_loss(self._batch_idx(tr_idx, gen, z.shape[1]), tgen, self.denoiser), {}

@@ -1,0 +1,162 @@
+"""``synth-pipeline`` command line: a thin front-end over the library stages.
+
+Exit codes: 0 success, 2 bad input or configuration (typed error, no traceback), 3 gate failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from synth_pipeline.errors import SynthPipelineError
+
+
+def _cmd_schema_infer(a: argparse.Namespace) -> int:
+    from synth_pipeline.ingest import Source, read_source
+    from synth_pipeline.schema import infer_schema
+
+    df = read_source(Source(path=a.data, encoding=a.encoding, table=a.table, query=a.query))
+    schema = infer_schema(
+        df, time_index=a.time_index, entity_key=a.entity_key, sequence_length=a.sequence_length,
+        name=a.name or Path(a.data).stem,
+    )
+    text = schema.to_yaml(a.output) if a.output else schema.to_yaml()
+    if a.output:
+        print(f"schema written to {a.output} ({len(schema.columns)} columns); review and pin it")
+    else:
+        print(text)
+    for c in schema.columns:
+        for note in c.notes:
+            print(f"  note: {c.name}: {note}", file=sys.stderr)
+    return 0
+
+
+def _load_typed(a: argparse.Namespace):
+    from synth_pipeline.ingest import Source, load_dataset
+    from synth_pipeline.schema import DatasetSchema
+
+    schema = DatasetSchema.from_yaml(a.schema)
+    entities = Source(path=a.entities) if getattr(a, "entities", None) else None
+    df = load_dataset(Source(path=a.data, encoding=getattr(a, "encoding", "utf-8")), schema, entities)
+    return df, schema
+
+
+def _cmd_validate(a: argparse.Namespace) -> int:
+    from synth_pipeline.validate import validate
+
+    df, schema = _load_typed(a)
+    report = validate(df, schema)
+    stats = report.statistics
+    print(f"validation passed: {stats.get('successful_expectations')}/{stats.get('evaluated_expectations')} expectations")
+    return 0
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from synth_pipeline.config import ModelConfig, parse_overrides
+    from synth_pipeline.synthesizer import Synthesizer
+
+    overrides = parse_overrides(a.set)
+    overrides.setdefault("seed", a.seed)
+    if a.device:
+        overrides["device"] = a.device
+    cfg = ModelConfig.from_preset(a.preset, overrides)
+    df, schema = _load_typed(a)
+    if not a.skip_validation:
+        from synth_pipeline.validate import validate
+
+        validate(df, schema)
+    t0 = time.perf_counter()
+    syn = Synthesizer(schema, cfg).fit(df)
+    syn.save(a.out)
+    print(f"model written to {a.out} (trained in {time.perf_counter() - t0:.1f}s, preset {cfg.preset})")
+    return 0
+
+
+def _cmd_generate(a: argparse.Namespace) -> int:
+    from synth_pipeline.io_utils import atomic_write
+    from synth_pipeline.synthesizer import Synthesizer
+
+    syn = Synthesizer.load(a.model_dir, device=a.device or "auto")
+    t0 = time.perf_counter()
+    out = syn.sample(a.n, seed=a.seed)
+    dt = time.perf_counter() - t0
+    atomic_write(Path(a.output), lambda p: out.to_parquet(p, index=False))
+    print(f"{a.n} sequences ({len(out)} rows) written to {a.output} in {dt:.1f}s")
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from synth_pipeline.demo import run_demo
+
+    return run_demo(a.workdir, preset=a.preset)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="synth-pipeline", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sch = sub.add_parser("schema", help="schema tools").add_subparsers(dest="schema_command", required=True)
+    inf = sch.add_parser("infer", help="propose a schema from data")
+    inf.add_argument("data", help="CSV/Parquet path or SQLAlchemy URI")
+    inf.add_argument("--entity-key")
+    inf.add_argument("--time-index")
+    inf.add_argument("--sequence-length", type=int, help="window length for long single series")
+    inf.add_argument("--table", help="SQL table (with a URI)")
+    inf.add_argument("--query", help="SQL query (with a URI)")
+    inf.add_argument("--encoding", default="utf-8")
+    inf.add_argument("--name")
+    inf.add_argument("-o", "--output")
+    inf.set_defaults(func=_cmd_schema_infer)
+
+    def data_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("data", help="event table: CSV/Parquet path")
+        sp.add_argument("--schema", required=True, help="schema YAML")
+        sp.add_argument("--entities", help="optional entity table joined on the entity key")
+        sp.add_argument("--encoding", default="utf-8")
+
+    val = sub.add_parser("validate", help="validate data against a schema (Great Expectations)")
+    data_args(val)
+    val.set_defaults(func=_cmd_validate)
+
+    tr = sub.add_parser("train", help="train a synthesizer")
+    data_args(tr)
+    tr.add_argument("--out", required=True, help="model directory")
+    tr.add_argument("--preset", default="fast", help="fast | default | quality")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", help="auto | cpu | cuda")
+    tr.add_argument("--set", action="append", metavar="model.KEY=VALUE", help="override a model option")
+    tr.add_argument("--skip-validation", action="store_true")
+    tr.set_defaults(func=_cmd_train)
+
+    gen = sub.add_parser("generate", help="generate a synthetic table from a model directory")
+    gen.add_argument("model_dir")
+    gen.add_argument("-n", type=int, required=True, help="number of sequences (entities)")
+    gen.add_argument("-o", "--output", required=True, help="output Parquet path")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--device")
+    gen.set_defaults(func=_cmd_generate)
+
+    demo = sub.add_parser("demo", help="run the shipped nasdaq100 example end to end")
+    demo.add_argument("--workdir", default=".demo")
+    demo.add_argument("--preset", default="fast")
+    demo.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SynthPipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        failures = getattr(e, "failures", None)
+        if failures:
+            print(json.dumps(failures, indent=1, default=str), file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
