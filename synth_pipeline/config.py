@@ -54,6 +54,7 @@ class ModelConfig:
     vae_crop: int | None = 32  # the VAE trains on random windows of this many steps (it is local)
     kl_start: float = 0.1  # KL weight annealed geometrically from kl_start to kl_end
     kl_end: float = 1e-5
+    latent_noise: float = 0.1  # decoder trained to tolerate latent errors of this share of the latent spread
     # latent diffusion
     denoiser: str = "gru"  # gru | transformer
     denoiser_layers: int = 1
@@ -61,10 +62,11 @@ class ModelConfig:
     diffusion_lr: float = 1e-3
     num_timesteps: int = 100
     beta_schedule: str = "linear"  # linear | cosine
-    prediction_type: str = "epsilon"  # epsilon | sample (z_0) | v_prediction
+    prediction_type: str = "v_prediction"  # epsilon | sample (z_0) | v_prediction (best conditioned)
     sampling_steps: int = 25  # reverse steps at generation (strided)
     eta: float = 1.0  # 1 = ancestral DDPM noise, 0 = deterministic DDIM
     ema_decay: float = 0.995
+    static_dropout: float = 0.3  # share of training sequences whose static condition is hidden
     p_unconditional: float = 0.5  # share of training sequences with no known cells (mask API)
     # static attribute model
     static_steps: int = 300

@@ -64,12 +64,18 @@ class LatentDenoiser(nn.Module):
         known_num: torch.Tensor,
         known_num_mask: torch.Tensor,
         known_cat: torch.Tensor,
+        static_keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``static_keep`` [B] (0/1) drops the static condition for some training sequences, so the
+        denoiser cannot key a memorised trajectory on a sequence's unique attribute combination."""
         B, T, _ = z.shape
         pos = position_features(T, z.device).expand(B, -1, -1)
         x = torch.cat(
             [z, pos, calendar, present[..., None], known_num * known_num_mask, known_num_mask, self.known_cat(known_cat)], -1
         )
-        h = self.inp(x) + self.t_mlp(step_embedding(t, self.hidden))[:, None, :] + self.static_emb(static)[:, None, :]
+        st = self.static_emb(static)
+        if static_keep is not None:
+            st = st * static_keep[:, None]
+        h = self.inp(x) + self.t_mlp(step_embedding(t, self.hidden))[:, None, :] + st[:, None, :]
         h = self.body(h)[0] if self.kind == "gru" else self.body(h)
         return self.out(h)

@@ -218,7 +218,7 @@ class TimeAutoDiff:
 
         def train_step(step: int):
             b = _to_batch(data, self._batch_idx(tr_idx, gen, crop), self.device, crop, gen)
-            return self.vae.loss(b, beta(step))
+            return self.vae.loss(b, beta(step), cfg.latent_noise)
 
         def val_loss() -> float:
             with torch.inference_mode():
@@ -274,7 +274,8 @@ class TimeAutoDiff:
             noise = torch.randn(z0.shape, generator=g).to(self.device)
             zt = sch.add_noise(z0, noise, t)
             kn, kn_mask, kc = self._random_known(b, g)
-            pred = model(zt, t, b.calendar, b.present, b.static, kn, kn_mask, kc)
+            keep = (torch.rand(len(idx), generator=g) >= cfg.static_dropout).float().to(self.device)
+            pred = model(zt, t, b.calendar, b.present, b.static, kn, kn_mask, kc, keep)
             w = b.present[..., None]
             return ((pred - sch.target(z0, noise, t)) ** 2 * w).sum() / (w.sum() * z0.shape[-1]).clamp(min=1)
 

@@ -137,9 +137,15 @@ class MixedVAE(nn.Module):
             for name, head in (("num", self.head_num), ("miss", self.head_miss), ("cat", self.head_cat))
         }
 
-    def loss(self, b: Batch, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, b: Batch, beta: float, latent_noise: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
         mu, logvar = self.encode(b)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        std = (0.5 * logvar).exp()
+        if latent_noise > 0:
+            # floor the posterior noise at a share of the latent spread: the decoder then tolerates
+            # the small errors the diffusion prior makes, instead of turning them into jumps
+            spread = mu.detach().flatten(0, 1).std(0).clamp(min=1e-3)
+            std = torch.sqrt(std**2 + (latent_noise * spread) ** 2)
+        z = mu + torch.randn_like(mu) * std
         out = self.decode(z, b.calendar, b.static)
         rec, parts = self.reconstruction_loss(out, b)
         pres = b.present[..., None]
