@@ -277,6 +277,7 @@ class TableEncoder:
             "num_missing": [c.has_missing for c in self.num_codecs],
             "cat_cards": [len(c.levels) for c in self.cat_codecs],
             "static_cards": [c.n_tokens for c in self.static_codecs] + self.level_cards,
+            "n_static_columns": len(self.static_codecs),  # the rest of static_cards are level tokens
             "n_calendar": N_CALENDAR,
             "max_len": self.max_len,
         }

@@ -105,6 +105,7 @@ class TimeAutoDiff:
     def __init__(self, config: ModelConfig, dims: dict[str, Any]):
         self.config, self.dims = config, dims
         self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)  # weight initialisation is part of a seeded run
         n_enc = dims["n_num"] + len(dims["cat_cards"]) + sum(dims["num_missing"])
         self.latent_dim = config.latent_dim or (n_enc if n_enc <= 8 else max(8, n_enc // 2))
         self.scheduler = DDPMScheduler(
@@ -114,8 +115,12 @@ class TimeAutoDiff:
             dims["n_num"], dims["num_missing"], dims["cat_cards"], dims["static_cards"], dims["n_calendar"],
             self.latent_dim, config.hidden_dim, config.embed_dim, config.n_fourier,
         ).to(self.device)
+        # the prior sees the entity's attributes but not its level tokens: a unique level combination
+        # would let it key (memorise) a training trajectory; levels enter through the decoder only
+        self.n_static_cond = dims.get("n_static_columns", len(dims["static_cards"]))
         self.denoiser = LatentDenoiser(
-            self.latent_dim, dims["n_num"], dims["cat_cards"], dims["static_cards"], dims["n_calendar"],
+            self.latent_dim, dims["n_num"], dims["cat_cards"], dims["static_cards"][: self.n_static_cond],
+            dims["n_calendar"],
             config.hidden_dim, config.denoiser_layers, config.denoiser, config.embed_dim,
         ).to(self.device)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
@@ -275,7 +280,7 @@ class TimeAutoDiff:
             zt = sch.add_noise(z0, noise, t)
             kn, kn_mask, kc = self._random_known(b, g)
             keep = (torch.rand(len(idx), generator=g) >= cfg.static_dropout).float().to(self.device)
-            pred = model(zt, t, b.calendar, b.present, b.static, kn, kn_mask, kc, keep)
+            pred = model(zt, t, b.calendar, b.present, b.static[:, : self.n_static_cond], kn, kn_mask, kc, keep)
             w = b.present[..., None]
             return ((pred - sch.target(z0, noise, t)) ** 2 * w).sum() / (w.sum() * z0.shape[-1]).clamp(min=1)
 
@@ -346,7 +351,9 @@ class TimeAutoDiff:
         ts = self.scheduler.set_timesteps(self.config.sampling_steps).tolist()
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-            eps = self.ema(z, torch.full((B,), t, device=dev), cal, pres, static, kn * kn_mask, kn_mask, kc)
+            eps = self.ema(
+                z, torch.full((B,), t, device=dev), cal, pres, static[:, : self.n_static_cond], kn * kn_mask, kn_mask, kc
+            )
             z = self.scheduler.step(eps, t, t_prev, z, eta=self.config.eta, generator=g)
         z = z * self.latent_std.to(dev) + self.latent_mean.to(dev)
         out = self.vae.decode(z, cal, static)
