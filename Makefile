@@ -27,6 +27,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/bench_synthesizer.py
+	$(PY) benchmarks/bench_audit.py
 
 lint: install
 	$(VENV)/bin/ruff check synth_pipeline operators dags tests benchmarks

@@ -33,10 +33,10 @@ def run_one(dataset: str, preset: str, n_sample: int, seed: int) -> dict:
     import torch
 
     from synth_pipeline.config import ModelConfig
+    from synth_pipeline.encoding import sequence_ids
     from synth_pipeline.ingest import coerce, read_source
     from synth_pipeline.schema import infer_schema
     from synth_pipeline.split import split_frame
-    from synth_pipeline.encoding import sequence_ids
     from synth_pipeline.synthesizer import Synthesizer
 
     spec = DATASETS[dataset]

@@ -88,6 +88,57 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_release(a: argparse.Namespace) -> int:
+    from synth_pipeline.errors import GateFailedError
+    from synth_pipeline.pipeline import run_release
+
+    try:
+        res = run_release(a.config, a.date, overwrite=a.overwrite)
+    except GateFailedError as e:
+        r = e.result
+        print(f"error: {e}", file=sys.stderr)
+        if r is not None:
+            print(json.dumps(r.to_dict(), indent=1, default=str))
+        return e.exit_code
+    print(json.dumps(res.to_dict(), indent=1, default=str))
+    print(f"release {res.status}: {res.release_path}")
+    print(f"model: {res.model_uri} (champion: {res.champion_uri})")
+    if res.ui_command:
+        print(f"MLflow UI: {res.ui_command}")
+    return 0
+
+
+def _date_arg(text: str) -> str:
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date; use YYYY-MM-DD") from None
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from synth_pipeline.evaluation import GateConfig, evaluate, read_table
+    from synth_pipeline.schema import DatasetSchema
+
+    schema = DatasetSchema.from_yaml(a.schema)
+    gate = GateConfig.from_yaml(a.gate) if a.gate else GateConfig()
+    tables = {}
+    for role in ("train", "holdout", "synthetic"):
+        path = getattr(a, role)
+        print(f"[evaluate] reading {role} table {path}", file=sys.stderr, flush=True)
+        tables[role] = read_table(path, role)
+    result = evaluate(
+        tables["train"], tables["holdout"], tables["synthetic"], schema, gate_config=gate, out_dir=a.out,
+        seed=a.seed, progress=not a.quiet,
+    )
+    print(f"gate {'PASSED' if result.passed else 'FAILED'}: {result.gate.reason}")
+    for c in result.gate.checks:
+        print(f"  [{'pass' if c.passed else 'FAIL'}] {c.name}: {c.explanation}")
+    print(f"report: {result.paths['report']}")
+    return 0 if result.passed else 3
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     from synth_pipeline.demo import run_demo
 
@@ -138,6 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device")
     gen.set_defaults(func=_cmd_generate)
+
+    rel = sub.add_parser("release", help="run one synthetic release from a dataset config (exit 3: gate failed)")
+    rel.add_argument("config", help="dataset config YAML (see synth_pipeline/configs/)")
+    rel.add_argument("--date", required=True, type=_date_arg, help="logical date YYYY-MM-DD (the release id)")
+    rel.add_argument("--overwrite", action="store_true", help="replace a different release of the same date")
+    rel.set_defaults(func=_cmd_release)
+
+    ev = sub.add_parser("evaluate", help="audit a synthetic table: fidelity, memorization vs holdout, gate, report")
+    ev.add_argument("--train", required=True, help="real train table the model was fitted on (CSV/Parquet)")
+    ev.add_argument("--holdout", required=True, help="real holdout table of entities the model never saw (CSV/Parquet)")
+    ev.add_argument("--synthetic", required=True, help="synthetic table to audit (CSV/Parquet)")
+    ev.add_argument("--schema", required=True, help="schema YAML")
+    ev.add_argument("--out", required=True, help="output folder for metrics.json, gate.json, report.html")
+    ev.add_argument("--gate", help="gate config YAML (thresholds); defaults otherwise")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ev.set_defaults(func=_cmd_evaluate)
 
     demo = sub.add_parser("demo", help="run the shipped nasdaq100 example end to end")
     demo.add_argument("--workdir", default=".demo")

@@ -39,3 +39,24 @@ class ConditioningError(SynthPipelineError, ValueError):
 
 class ModelFileError(SynthPipelineError, OSError):
     """A model directory is missing files or was written by an incompatible version."""
+
+
+class ReleaseError(SynthPipelineError, OSError):
+    """A release cannot be published: bad dataset name / release id, unwritable release root,
+    or a different release already exists for the logical date (pass ``overwrite=True``)."""
+
+
+class TrackingError(SynthPipelineError, RuntimeError):
+    """The MLflow tracking server or model registry cannot be reached or refused a request."""
+
+
+class GateFailedError(SynthPipelineError):
+    """The release gate failed: the model and audit are recorded, the release is quarantined.
+
+    ``result`` holds the pipeline's ReleaseResult (run id, model URI, quarantine path, checks)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, result: object | None = None):
+        super().__init__(message)
+        self.result = result

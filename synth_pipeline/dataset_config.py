@@ -1,0 +1,361 @@
+"""DatasetConfig: one YAML file per dataset describing a synthetic release end to end.
+
+```yaml
+name: nasdaq100                      # dataset name: releases, MLflow experiment, registered model
+sources:
+  events: ../data/nasdaq100_2019.csv # path, SQLAlchemy URI or {path, table, query, encoding, format}
+  entities: null                     # optional entity table joined on the schema's entity key
+schema: nasdaq100.schema.yaml        # path to a pinned schema, or the schema mapping inline
+model:
+  preset: fast                       # fast | default | quality
+  overrides: {vae_steps: 600}        # any ModelConfig option
+split:
+  holdout_fraction: 0.2              # share of entities (or windows of a long series) held out
+generate:
+  n_sequences: null                  # synthetic sequences; null = as many as the train split has
+seed: 0                              # split, model, generation and evaluation seed
+gate: {min_sequences: 20}            # GateConfig thresholds inline, or a path to a gate YAML
+release:
+  root: null                         # null: $SYNTH_PIPELINE_RELEASE_ROOT, else ./releases
+mlflow:
+  tracking_uri: null                 # null: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db
+  experiment: null                   # null: the dataset name
+  registered_model: null             # null: <name>-synthesizer
+airflow:                             # read by the DAG factory only (dags/), not by run_release
+  schedule: "@daily"
+  queue: null
+  pool: null
+```
+
+Relative paths (sources, schema, release root, a ``sqlite:///`` tracking URI) are resolved
+against the config file's folder. Every key is checked: an unknown key, a missing source file or
+schema file, or an invalid model/gate option fails at load time, naming the key or file, before
+anything is read or trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from synth_pipeline.config import ModelConfig
+from synth_pipeline.errors import ConfigError, IngestError, SchemaError
+from synth_pipeline.ingest import Source
+from synth_pipeline.schema import DatasetSchema
+
+RELEASE_ROOT_ENV = "SYNTH_PIPELINE_RELEASE_ROOT"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+# section -> allowed keys (None: a leaf value, not a section)
+_TOP_KEYS: dict[str, set[str] | None] = {
+    "name": None,
+    "sources": {"events", "entities"},
+    "schema": None,
+    "model": {"preset", "overrides"},
+    "split": {"holdout_fraction"},
+    "generate": {"n_sequences"},
+    "seed": None,
+    "gate": None,  # checked by GateConfig.from_dict
+    "release": {"root"},
+    "mlflow": {"tracking_uri", "experiment", "registered_model"},
+    "airflow": {"schedule", "queue", "pool"},
+}
+
+
+def check_name(name: Any, what: str = "dataset name") -> str:
+    """A dataset name / release id usable as one path component (no traversal, no hidden names)."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise ConfigError(
+            f"{what} {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', starting with a "
+            f"letter or digit, without '..' (it becomes a folder name)"
+        )
+    return name
+
+
+@dataclass
+class DatasetConfig:
+    name: str
+    events: Source
+    schema: DatasetSchema
+    entities: Source | None = None
+    model_preset: str = "fast"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    holdout_fraction: float = 0.2
+    n_sequences: int | None = None
+    seed: int = 0
+    gate: dict[str, Any] = field(default_factory=dict)
+    release_root: Path | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    registered_model: str | None = None
+    airflow: dict[str, Any] = field(default_factory=dict)
+    config_path: Path | None = None  # where it was loaded from (for messages)
+    schema_path: Path | None = None
+    check_gate: bool = field(default=True, repr=False, compare=False)  # False: skip the gate-key check
+    # (it imports the evaluation package, i.e. torch; DAG files parsing configs can skip it --
+    # run_release always checks the gate before reading any data)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if not isinstance(self.holdout_fraction, (int, float)) or isinstance(self.holdout_fraction, bool) \
+                or not 0.0 < float(self.holdout_fraction) < 1.0:
+            raise ConfigError(f"{self._where}split.holdout_fraction must be a number in (0, 1), "
+                              f"got {self.holdout_fraction!r}")
+        if self.n_sequences is not None and (not isinstance(self.n_sequences, int) or isinstance(self.n_sequences, bool)
+                                             or self.n_sequences < 1):
+            raise ConfigError(f"{self._where}generate.n_sequences must be a positive integer or null, "
+                              f"got {self.n_sequences!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"{self._where}seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.model_overrides, dict):
+            raise ConfigError(f"{self._where}model.overrides must be a mapping of option: value")
+        if not isinstance(self.gate, dict):
+            raise ConfigError(f"{self._where}gate must be a mapping of threshold: value")
+        if self.registered_model is not None:
+            check_name(self.registered_model, "mlflow.registered_model")
+        try:  # unknown model options fail now, not after ingest
+            self.model_config()
+        except ConfigError as e:
+            raise ConfigError(f"{self._where}model: {e}") from None
+        if self.check_gate:
+            self._check_gate_keys()
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def _where(self) -> str:
+        return f"config '{self.config_path}': " if self.config_path else ""
+
+    @property
+    def model_name(self) -> str:
+        """Registered model name: ``<dataset>-synthesizer`` unless configured."""
+        return self.registered_model or f"{self.name}-synthesizer"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or self.name
+
+    def model_config(self) -> ModelConfig:
+        overrides = {"seed": self.seed, **self.model_overrides}
+        return ModelConfig.from_preset(self.model_preset, overrides)
+
+    def _check_gate_keys(self) -> None:
+        import dataclasses
+
+        try:
+            from synth_pipeline.evaluation.gate import GateConfig
+        except ImportError:  # pragma: no cover - evaluation ships with the package
+            return
+        known = {f.name for f in dataclasses.fields(GateConfig)}
+        for key in self.gate:
+            if key not in known:
+                raise ConfigError(f"{self._where}unknown key 'gate.{key}'; valid keys in 'gate': {sorted(known)}")
+
+    def gate_config(self):
+        """The evaluation's GateConfig, values checked (imports the evaluation package)."""
+        from synth_pipeline.evaluation.gate import GateConfig
+
+        try:
+            return GateConfig.from_dict(copy.deepcopy(self.gate))
+        except ConfigError as e:
+            raise ConfigError(f"{self._where}gate: {e}") from None
+
+    def resolved_release_root(self, override: str | Path | None = None) -> Path:
+        root = override or self.release_root or os.environ.get(RELEASE_ROOT_ENV) or "releases"
+        return Path(root).expanduser().resolve()
+
+    def resolved_tracking_uri(self, override: str | None = None) -> str:
+        uri = override or self.tracking_uri or os.environ.get(TRACKING_URI_ENV)
+        if not uri:
+            uri = f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+        return uri
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe summary (paths redacted of credentials) for MLflow params/artifacts."""
+        from synth_pipeline.ingest import _redact
+
+        def src(s: Source | None) -> Any:
+            if s is None:
+                return None
+            d = {"path": _redact(s.path)}
+            for k in ("table", "query", "encoding", "format"):
+                v = getattr(s, k)
+                if v is not None and not (k == "encoding" and v == "utf-8"):
+                    d[k] = v
+            return d
+
+        return {
+            "name": self.name,
+            "sources": {"events": src(self.events), "entities": src(self.entities)},
+            "schema": str(self.schema_path) if self.schema_path else "<inline>",
+            "model": {"preset": self.model_preset, "overrides": dict(self.model_overrides)},
+            "split": {"holdout_fraction": self.holdout_fraction},
+            "generate": {"n_sequences": self.n_sequences},
+            "seed": self.seed,
+            "gate": copy.deepcopy(self.gate),
+            "release": {"root": str(self.release_root) if self.release_root else None},
+            "mlflow": {"tracking_uri": _redact(self.tracking_uri) if self.tracking_uri else None,
+                       "experiment": self.experiment, "registered_model": self.registered_model},
+            "airflow": dict(self.airflow),
+        }
+
+    # -- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path, check_gate: bool = True) -> DatasetConfig:
+        p = Path(path).expanduser()
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file '{p}' does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file '{p}' cannot be read: {type(e).__name__}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file '{p}' is not valid YAML: {e}") from None
+        return cls.from_dict(data, base_dir=p.resolve().parent, config_path=p, check_gate=check_gate)
+
+    @classmethod
+    def from_dict(cls, data: Any, base_dir: str | Path | None = None, config_path: Path | None = None,
+                  check_gate: bool = True) -> DatasetConfig:
+        where = f"config '{config_path}': " if config_path else "config: "
+        base = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}must be a mapping with at least 'sources' and 'schema'")
+        data = copy.deepcopy(data)
+        for key in data:
+            if key not in _TOP_KEYS:
+                raise ConfigError(f"{where}unknown key '{key}'; valid keys: {', '.join(_TOP_KEYS)}")
+        for key, allowed in _TOP_KEYS.items():
+            if allowed is None or data.get(key) is None:
+                continue
+            section = data[key]
+            if not isinstance(section, dict):
+                raise ConfigError(f"{where}'{key}' must be a mapping with keys {sorted(allowed)}")
+            for sub in section:
+                if sub not in allowed:
+                    raise ConfigError(f"{where}unknown key '{key}.{sub}'; valid keys in '{key}': {sorted(allowed)}")
+        for required in ("sources", "schema"):
+            if data.get(required) is None:
+                raise ConfigError(f"{where}missing required key '{required}'")
+        sources = data["sources"]
+        if sources.get("events") is None:
+            raise ConfigError(f"{where}missing required key 'sources.events' (the event table)")
+        events = _source(sources["events"], base, where, "sources.events")
+        entities = _source(sources["entities"], base, where, "sources.entities") if sources.get("entities") else None
+
+        schema_obj = data["schema"]
+        schema_path = None
+        if isinstance(schema_obj, dict):
+            try:
+                schema = DatasetSchema.from_dict(schema_obj)
+            except SchemaError as e:
+                raise ConfigError(f"{where}schema: {e}") from None
+        elif isinstance(schema_obj, str):
+            schema_path = _resolve(schema_obj, base)
+            if not schema_path.is_file():
+                raise ConfigError(f"{where}schema file '{schema_path}' (key 'schema') does not exist")
+            try:
+                schema = DatasetSchema.from_yaml(schema_path)
+            except SchemaError as e:
+                raise ConfigError(f"{where}schema file '{schema_path}': {e}") from None
+        else:
+            raise ConfigError(f"{where}'schema' must be a path to a schema YAML or an inline mapping")
+
+        gate = data.get("gate") or {}
+        if isinstance(gate, str):  # a gate YAML file (e.g. gate.default.yaml) instead of inline thresholds
+            gate_path = _resolve(gate, base)
+            try:
+                gate = yaml.safe_load(gate_path.read_text(encoding="utf-8")) or {}
+            except FileNotFoundError:
+                raise ConfigError(f"{where}gate file '{gate_path}' (key 'gate') does not exist") from None
+            except (OSError, yaml.YAMLError) as e:
+                raise ConfigError(f"{where}gate file '{gate_path}' cannot be read: {type(e).__name__}") from None
+            if isinstance(gate, dict) and set(gate) == {"gate"}:
+                gate = gate["gate"]
+        name = data.get("name") or schema.name
+        model = data.get("model") or {}
+        release = data.get("release") or {}
+        mlf = data.get("mlflow") or {}
+        root = release.get("root")
+        uri = mlf.get("tracking_uri")
+        try:
+            return cls(
+                name=name,
+                events=events,
+                entities=entities,
+                schema=schema,
+                model_preset=model.get("preset", "fast"),
+                model_overrides=model.get("overrides") or {},
+                holdout_fraction=(data.get("split") or {}).get("holdout_fraction", 0.2),
+                n_sequences=(data.get("generate") or {}).get("n_sequences"),
+                seed=data.get("seed", 0) if data.get("seed") is not None else 0,
+                gate=gate,
+                release_root=_resolve(str(root), base) if root else None,
+                tracking_uri=_resolve_uri(str(uri), base) if uri else None,
+                experiment=mlf.get("experiment"),
+                registered_model=mlf.get("registered_model"),
+                airflow=data.get("airflow") or {},
+                config_path=config_path,
+                schema_path=schema_path,
+                check_gate=check_gate,
+            )
+        except ConfigError as e:
+            msg = str(e)
+            raise ConfigError(msg if msg.startswith("config") else f"{where}{msg}") from None
+
+
+def _resolve(path: str, base: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _resolve_uri(uri: str, base: Path) -> str:
+    """Relative ``sqlite:///x.db`` / ``file:x`` / plain paths are taken relative to the config file."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{_resolve(uri[len('sqlite:///'):], base)}"
+    if "://" not in uri and not uri.startswith("file:"):
+        return str(_resolve(uri, base))
+    return uri
+
+
+def _source(obj: Any, base: Path, where: str, key: str) -> Source:
+    try:
+        src = Source.parse(obj)
+    except IngestError as e:
+        raise ConfigError(f"{where}{key}: {e}") from None
+    if src.kind != "sql":
+        raw = src.path.removeprefix("file://")
+        path = _resolve(raw, base)
+        if not path.is_file():
+            raise ConfigError(f"{where}{key}: source file '{path}' does not exist")
+        src = Source(path=str(path), table=src.table, query=src.query, encoding=src.encoding, format=src.format)
+    return src
+
+
+def load_config(config: str | Path | dict | DatasetConfig) -> DatasetConfig:
+    """A DatasetConfig from a path, a mapping (paths relative to the cwd) or a DatasetConfig."""
+    if isinstance(config, DatasetConfig):
+        return config
+    if isinstance(config, dict):
+        return DatasetConfig.from_dict(config)
+    return DatasetConfig.from_yaml(config)
+
+
+def shipped_config(name: str) -> Path:
+    """Path of a config shipped in ``synth_pipeline/configs`` (e.g. ``nasdaq100``)."""
+    from importlib import resources
+
+    fname = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
+    p = Path(str(resources.files("synth_pipeline") / "configs" / fname))
+    if not p.is_file():
+        shipped = sorted(q.stem for q in p.parent.glob("*.yaml")
+                         if not q.name.endswith(".schema.yaml") and not q.stem.startswith("gate"))
+        raise ConfigError(f"no shipped config '{name}'; shipped: {', '.join(shipped)}")
+    return p

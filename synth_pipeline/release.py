@@ -1,0 +1,425 @@
+"""Releases on disk: atomic publish, manifest with sha256 per file, ``_SUCCESS``, ``LATEST``,
+quarantine, idempotent reruns.
+
+Layout (ARCHITECTURE "Releases")::
+
+    <release_root>/<dataset>/<release_id>/data/part-00000.parquet
+                                          manifest.json       (files listed with sha256 and size)
+                                          _SUCCESS            (written last)
+    <release_root>/<dataset>/LATEST                           (release id of the newest release)
+    <release_root>/<dataset>/_quarantine/<release_id>/manifest.json + report files, never data
+
+A release is staged in a hidden sibling folder (``.tmp-<release_id>-<pid>-<random>``) on the same
+filesystem, every file fsynced, then renamed into place with one ``rename``: readers see the whole
+release or none of it. A publish killed midway leaves only a hidden staging folder, which the next
+publish of the dataset removes. ``LATEST`` is replaced atomically (temp file + rename) and never
+moves backwards (a backfill of an older date leaves it alone).
+
+Reruns: if ``<release_id>`` exists with the same ``inputs_fingerprint`` and the same file hashes,
+publishing is a no-op (``status == "unchanged"``); if it differs, ``ReleaseError`` unless
+``overwrite=True`` (then it is replaced: the old folder is renamed aside, the new one renamed in,
+the old one deleted).
+
+Only the synthetic data itself is written under ``data/``; the manifest carries digests, counts and
+gate checks, never a source row.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from synth_pipeline import __version__
+from synth_pipeline.dataset_config import check_name
+from synth_pipeline.errors import ConfigError, ReleaseError
+from synth_pipeline.io_utils import atomic_write_text
+
+MANIFEST = "manifest.json"
+SUCCESS = "_SUCCESS"
+LATEST = "LATEST"
+QUARANTINE = "_quarantine"
+DATA_FILE = "data/part-00000.parquet"
+# Test hook: seconds to sleep after each file written while staging (lets a test SIGKILL a
+# publish midway). Unset in production.
+PAUSE_ENV = "SYNTH_PIPELINE_PUBLISH_PAUSE_S"
+
+
+@dataclass
+class PublishResult:
+    status: str  # published | replaced | unchanged | quarantined
+    path: Path
+    release_id: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "path": str(self.path), "release_id": self.release_id}
+
+
+# ------------------------------------------------------------------------------------------------
+# names
+# ------------------------------------------------------------------------------------------------
+def validate_dataset_name(name: Any) -> str:
+    try:
+        return check_name(name, "dataset name")
+    except ConfigError as e:
+        raise ReleaseError(str(e)) from None
+
+
+def validate_release_id(release_id: Any) -> str:
+    try:
+        rid = check_name(release_id, "release id")
+    except ConfigError as e:
+        raise ReleaseError(str(e)) from None
+    if rid.startswith(("_", ".")) or rid == LATEST:
+        raise ReleaseError(f"release id {release_id!r} is reserved")
+    return rid
+
+
+def release_id_for(logical_date: Any) -> str:
+    """The release id of a logical date: ``YYYY-MM-DD`` (accepts a date, datetime or ISO string)."""
+    if isinstance(logical_date, _dt.datetime):
+        d = logical_date.date()
+    elif isinstance(logical_date, _dt.date):
+        d = logical_date
+    elif isinstance(logical_date, str):
+        try:
+            d = _dt.date.fromisoformat(logical_date.strip()[:10])
+        except ValueError:
+            raise ReleaseError(f"logical date {logical_date!r} is not a date; use YYYY-MM-DD") from None
+        if len(logical_date.strip()) > 10 and logical_date.strip()[10] not in "T ":
+            raise ReleaseError(f"logical date {logical_date!r} is not a date; use YYYY-MM-DD")
+    else:
+        raise ReleaseError(f"logical date must be a date or YYYY-MM-DD string, got {type(logical_date).__name__}")
+    return d.isoformat()
+
+
+# ------------------------------------------------------------------------------------------------
+# file helpers
+# ------------------------------------------------------------------------------------------------
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pause() -> None:
+    s = os.environ.get(PAUSE_ENV)
+    if s:
+        time.sleep(float(s))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cleanup_stale(folder: Path) -> None:
+    """Remove hidden staging/aside folders left by killed publishes (their pid is gone)."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if not p.name.startswith((".tmp-", ".old-")) or not p.is_dir():
+            continue
+        parts = p.name.rsplit("-", 2)
+        try:
+            pid = int(parts[-2])
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _prepare_dir(path: Path, what: str) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReleaseError(f"{what} '{path}' cannot be created: {e.strerror or type(e).__name__}; "
+                           f"choose a writable release root") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ReleaseError(f"{what} '{path}' is not writable; fix its permissions or choose another release root")
+    return path
+
+
+def _dataset_dir(release_root: str | Path, dataset: str) -> Path:
+    root = Path(release_root).expanduser().resolve()
+    validate_dataset_name(dataset)
+    _prepare_dir(root, "release root")
+    return _prepare_dir(root / dataset, "release folder")
+
+
+def check_release_root(release_root: str | Path, dataset: str) -> Path:
+    """Create ``<root>/<dataset>`` if needed and check it is writable (ReleaseError otherwise)."""
+    return _dataset_dir(release_root, dataset)
+
+
+def _stage_dir(parent: Path, release_id: str) -> Path:
+    tmp = parent / f".tmp-{release_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+    except OSError as e:
+        raise ReleaseError(f"cannot write under '{parent}': {e.strerror or type(e).__name__}") from None
+    return tmp
+
+
+def _file_entries(folder: Path, files: list[str]) -> list[dict[str, Any]]:
+    return [{"path": f, "sha256": sha256_file(folder / f), "bytes": (folder / f).stat().st_size} for f in files]
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)
+
+
+def _swap_in(tmp: Path, final: Path, replace: bool) -> None:
+    """Rename the staged folder into place (replacing ``final`` when asked)."""
+    _fsync_path(tmp)
+    if replace and final.exists():
+        aside = final.parent / f".old-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, aside)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            os.replace(aside, final)  # put the old one back
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        try:
+            os.rename(tmp, final)  # fails if a concurrent publish got there first (non-empty dir)
+        except OSError as e:
+            raise ReleaseError(f"'{final}' appeared while publishing ({e.strerror}); rerun to compare") from None
+    _fsync_path(final.parent)
+
+
+# ------------------------------------------------------------------------------------------------
+# publish
+# ------------------------------------------------------------------------------------------------
+def publish_release(
+    release_root: str | Path,
+    dataset: str,
+    release_id: str,
+    data: pd.DataFrame,
+    manifest: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+    extra_files: Mapping[str, str | Path] | None = None,
+) -> PublishResult:
+    """Atomically publish ``data`` (the synthetic table) as ``<root>/<dataset>/<release_id>/``.
+
+    ``manifest`` holds the caller's fields (model, fingerprints, counts, gate, ...), among them
+    ``inputs_fingerprint`` used to recognise a rerun; ``files``, ``created_at``, ``release_id``,
+    ``dataset``, ``status`` and ``package_version`` are filled in here. ``extra_files`` maps a
+    relative name (e.g. ``report/report.html``) to a local file copied into the release.
+    """
+    validate_release_id(release_id)
+    ds_dir = _dataset_dir(release_root, dataset)
+    _cleanup_stale(ds_dir)
+    final = ds_dir / release_id
+    tmp = _stage_dir(ds_dir, release_id)
+    try:
+        (tmp / "data").mkdir()
+        data_path = tmp / DATA_FILE
+        data.to_parquet(data_path, index=False)
+        _fsync_path(data_path)
+        _pause()
+        names = [DATA_FILE]
+        for rel, src in sorted((extra_files or {}).items()):
+            rel = _safe_relpath(rel)
+            dst = tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            _fsync_path(dst)
+            names.append(rel)
+        full = {
+            **dict(manifest),
+            "dataset": dataset,
+            "release_id": release_id,
+            "status": "published",
+            "created_at": _now(),
+            "package_version": __version__,
+            "counts": {**dict(manifest.get("counts") or {}), "rows": int(len(data)), "columns": int(data.shape[1])},
+            "files": _file_entries(tmp, names),
+        }
+        if final.exists():
+            old = _read_manifest_or_none(final)
+            if old is not None and (final / SUCCESS).exists() and _same_release(old, full):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return PublishResult("unchanged", final, release_id, old)
+            if not overwrite:
+                raise ReleaseError(
+                    f"release '{final}' already exists with different content (inputs fingerprint "
+                    f"{(old or {}).get('inputs_fingerprint')} vs {full.get('inputs_fingerprint')}); "
+                    f"pass overwrite=True (CLI: --overwrite) to replace it"
+                )
+        atomic_write_text(tmp / MANIFEST, _json(full))
+        _pause()
+        atomic_write_text(tmp / SUCCESS, "")
+        status = "replaced" if final.exists() else "published"
+        _swap_in(tmp, final, replace=overwrite)
+    except OSError as e:
+        if isinstance(e, ReleaseError):
+            raise
+        raise ReleaseError(f"publishing '{final}' failed: {e.strerror or type(e).__name__}; nothing was published") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _update_latest(ds_dir, release_id)
+    return PublishResult(status, final, release_id, full)
+
+
+def quarantine_release(
+    release_root: str | Path,
+    dataset: str,
+    release_id: str,
+    manifest: Mapping[str, Any],
+    report_files: Mapping[str, str | Path] | None = None,
+) -> PublishResult:
+    """Record a failed gate: ``<root>/<dataset>/_quarantine/<release_id>/`` with the manifest and
+    the report files (never data). Replaces an earlier quarantine record of the same id."""
+    validate_release_id(release_id)
+    ds_dir = _dataset_dir(release_root, dataset)
+    q_dir = _prepare_dir(ds_dir / QUARANTINE, "quarantine folder")
+    _cleanup_stale(q_dir)
+    final = q_dir / release_id
+    tmp = _stage_dir(q_dir, release_id)
+    try:
+        names = []
+        for rel, src in sorted((report_files or {}).items()):
+            rel = _safe_relpath(rel)
+            if rel.startswith("data/") or rel.endswith((".parquet", ".csv")):
+                raise ReleaseError(f"quarantine records hold no data; refusing to copy '{rel}'")
+            dst = tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            names.append(rel)
+        full = {
+            **dict(manifest),
+            "dataset": dataset,
+            "release_id": release_id,
+            "status": "quarantined",
+            "created_at": _now(),
+            "package_version": __version__,
+            "files": _file_entries(tmp, names),
+        }
+        atomic_write_text(tmp / MANIFEST, _json(full))
+        _swap_in(tmp, final, replace=True)
+    except OSError as e:
+        if isinstance(e, ReleaseError):
+            raise
+        raise ReleaseError(f"writing quarantine record '{final}' failed: {e.strerror or type(e).__name__}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return PublishResult("quarantined", final, release_id, full)
+
+
+def _safe_relpath(rel: str) -> str:
+    p = Path(rel)
+    if p.is_absolute() or ".." in p.parts or not p.parts or rel in (MANIFEST, SUCCESS):
+        raise ReleaseError(f"file name '{rel}' is not allowed inside a release")
+    return p.as_posix()
+
+
+def _same_release(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    if old.get("inputs_fingerprint") != new.get("inputs_fingerprint"):
+        return False
+    files = lambda m: sorted((f["path"], f["sha256"]) for f in m.get("files", []))  # noqa: E731
+    return files(old) == files(new)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _update_latest(ds_dir: Path, release_id: str) -> None:
+    current = read_latest_id(ds_dir)
+    if current is None or release_id >= current or not (ds_dir / current / SUCCESS).exists():
+        atomic_write_text(ds_dir / LATEST, release_id + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# reading
+# ------------------------------------------------------------------------------------------------
+def _read_manifest_or_none(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_latest_id(ds_dir: Path) -> str | None:
+    try:
+        rid = (Path(ds_dir) / LATEST).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return rid or None
+
+
+def release_path(release_root: str | Path, dataset: str, release_id: str) -> Path:
+    validate_dataset_name(dataset)
+    validate_release_id(release_id)
+    return Path(release_root).expanduser().resolve() / dataset / release_id
+
+
+def existing_release(release_root: str | Path, dataset: str, release_id: str) -> dict[str, Any] | None:
+    """The manifest of a complete (``_SUCCESS``) release, or None."""
+    p = release_path(release_root, dataset, release_id)
+    if not (p / SUCCESS).exists():
+        return None
+    return _read_manifest_or_none(p)
+
+
+def latest_release(release_root: str | Path, dataset: str) -> Path | None:
+    """Folder of the release ``LATEST`` points to (None if there is none)."""
+    validate_dataset_name(dataset)
+    ds_dir = Path(release_root).expanduser().resolve() / dataset
+    rid = read_latest_id(ds_dir)
+    if rid is None or not (ds_dir / rid / SUCCESS).exists():
+        return None
+    return ds_dir / rid
+
+
+def verify_release(path: str | Path) -> dict[str, Any]:
+    """Check ``_SUCCESS`` and every file's sha256 against the manifest; return the manifest."""
+    path = Path(path)
+    if not (path / SUCCESS).exists():
+        raise ReleaseError(f"'{path}' is not a complete release (no {SUCCESS})")
+    manifest = _read_manifest_or_none(path)
+    if manifest is None:
+        raise ReleaseError(f"'{path}' has no readable {MANIFEST}")
+    for f in manifest.get("files", []):
+        p = path / f["path"]
+        if not p.is_file():
+            raise ReleaseError(f"release file '{p}' listed in the manifest is missing")
+        if sha256_file(p) != f["sha256"]:
+            raise ReleaseError(f"release file '{p}' does not match its manifest sha256")
+    return manifest
+
+
+def read_release(path: str | Path) -> pd.DataFrame:
+    """Read a verified release's data."""
+    verify_release(path)
+    return pd.read_parquet(Path(path) / "data")

@@ -1,0 +1,518 @@
+"""MLflow integration: a ``synth_pipeline`` model flavor (with a pyfunc), run logging helpers and
+the registry conventions (ARCHITECTURE "MLflow conventions").
+
+Flavor
+------
+``save_model(synthesizer, path)`` writes an MLflow model directory::
+
+    MLmodel            flavors: synth_pipeline (package version, schema fingerprint) + python_function
+    synthesizer/       Synthesizer.save() output: encoder JSON, model config JSON, weights, schema.yaml
+    requirements.txt   pinned: mlflow, synth-pipeline, torch, numpy, pandas, pyarrow, scipy, pyyaml
+    conda.yaml, python_env.yaml
+
+``log_model`` logs it to the active run (optionally registering a version), ``load_model`` returns
+the :class:`~synth_pipeline.synthesizer.Synthesizer`, and ``mlflow.pyfunc.load_model`` returns a
+pyfunc whose ``predict`` takes a DataFrame of *requests*, one row each:
+
+=============  ========  ===========================================================
+column         required  meaning
+=============  ========  ===========================================================
+n_sequences    yes       number of synthetic sequences (entities / windows) to generate
+seed           no        random seed of this request (default: model seed + row number)
+<static col>   no        a static attribute fixed for every sequence of the request
+=============  ========  ===========================================================
+
+and returns one synthetic table: a ``request_id`` column (row number of the request) followed by
+the dataset's output columns. The loading environment needs ``synth-pipeline`` installed (it is
+the flavor's ``loader_module``); everything else is pinned in ``requirements.txt``. Nothing in a
+model directory holds a training row: the encoder keeps only aggregates.
+
+Run logging and registry
+------------------------
+:func:`connect` checks the tracking server before any work (fails fast with
+:class:`~synth_pipeline.errors.TrackingError`), :func:`log_history` turns the model's loss history
+into step metrics, :func:`flat_metrics` turns ``metrics.json`` into final metrics,
+:func:`airflow_tags` reads Airflow ids from the task environment, :func:`promote` moves the
+``champion`` alias and tags the version ``gate=passed|failed``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from synth_pipeline import __version__
+from synth_pipeline.errors import ConditioningError, TrackingError
+
+FLAVOR_NAME = "synth_pipeline"
+DATA_SUBPATH = "synthesizer"
+REQUEST_COLUMNS = ("n_sequences", "seed")
+MAX_SEQUENCES_PER_REQUEST = 1_000_000
+CANDIDATE, CHAMPION = "candidate", "champion"
+_PINNED = ("torch", "numpy", "pandas", "pyarrow", "scipy", "pyyaml")
+
+
+# ------------------------------------------------------------------------------------------------
+# requirements and signature
+# ------------------------------------------------------------------------------------------------
+def _installed(dist: str) -> str | None:
+    try:
+        return metadata.version(dist).split("+")[0]  # "2.13.0+cpu" -> "2.13.0" (installable pin)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def default_pip_requirements() -> list[str]:
+    """Pinned requirements recorded with every model (mlflow is added by MLflow itself)."""
+    reqs = [f"synth-pipeline=={__version__}"]
+    for dist in _PINNED:
+        v = _installed(dist)
+        reqs.append(f"{dist}=={v}" if v else dist)
+    return reqs
+
+
+def _static_spec_type(spec) -> str | None:
+    from synth_pipeline.schema import ColumnKind
+
+    if spec.kind in (ColumnKind.CONTINUOUS, ColumnKind.INTEGER):
+        return "double"
+    cats = spec.categories or []
+    if cats and all(isinstance(c, bool) for c in cats):
+        return "boolean"
+    if (spec.dtype or "").lower() in ("str", "string", "object") or (cats and all(isinstance(c, str) for c in cats)):
+        return "string"
+    return None
+
+
+def model_signature(synthesizer, sample: pd.DataFrame | None = None):
+    """Input: the request columns (static attributes optional); output: the synthetic table."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.utils import _infer_schema
+
+    cols = [ColSpec("long", "n_sequences"), ColSpec("long", "seed", required=False)]
+    for spec in synthesizer.schema.static_columns:
+        t = _static_spec_type(spec)
+        if t is not None:
+            cols.append(ColSpec(t, spec.name, required=False))
+    if sample is None:
+        sample = _predict(synthesizer, pd.DataFrame({"n_sequences": [1], "seed": [0]}))
+    with warnings.catch_warnings():  # "integer columns cannot represent missing values": outputs only
+        warnings.simplefilter("ignore", UserWarning)
+        outputs = _infer_schema(sample)
+    return ModelSignature(inputs=Schema(cols), outputs=outputs)
+
+
+# ------------------------------------------------------------------------------------------------
+# flavor
+# ------------------------------------------------------------------------------------------------
+def save_model(
+    synthesizer,
+    path: str | Path,
+    mlflow_model=None,
+    signature=None,
+    pip_requirements: list[str] | None = None,
+    extra_pip_requirements: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    code_paths: list[str] | None = None,
+    **_: Any,
+) -> Path:
+    """Save a fitted Synthesizer as an MLflow model directory at ``path`` (must not exist or be empty)."""
+    import yaml
+    from mlflow.models import Model
+    from mlflow.models.model import MLMODEL_FILE_NAME
+    from mlflow.utils.environment import (
+        _CONDA_ENV_FILE_NAME,
+        _CONSTRAINTS_FILE_NAME,
+        _PYTHON_ENV_FILE_NAME,
+        _REQUIREMENTS_FILE_NAME,
+        _process_pip_requirements,
+        _PythonEnv,
+        _validate_env_arguments,
+    )
+    from mlflow.utils.model_utils import _validate_and_copy_code_paths, _validate_and_prepare_target_save_path
+
+    from mlflow import pyfunc
+
+    _validate_env_arguments(None, pip_requirements, extra_pip_requirements)
+    path = Path(path).resolve()
+    _validate_and_prepare_target_save_path(str(path))
+    code_dir = _validate_and_copy_code_paths(code_paths, str(path))
+    synthesizer.save(path / DATA_SUBPATH)
+    if mlflow_model is None:
+        mlflow_model = Model()
+    if signature is None:
+        signature = model_signature(synthesizer)
+    if signature is not False:
+        mlflow_model.signature = signature
+    if metadata:
+        mlflow_model.metadata = metadata
+    pyfunc.add_to_model(
+        mlflow_model, loader_module="synth_pipeline.tracking", data=DATA_SUBPATH, code=code_dir,
+        conda_env=_CONDA_ENV_FILE_NAME, python_env=_PYTHON_ENV_FILE_NAME,
+    )
+    mlflow_model.add_flavor(
+        FLAVOR_NAME, package_version=__version__, data=DATA_SUBPATH, code=code_dir,
+        schema_fingerprint=synthesizer.schema.fingerprint(), dataset=synthesizer.schema.name,
+    )
+    mlflow_model.save(str(path / MLMODEL_FILE_NAME))
+    default = default_pip_requirements() if pip_requirements is None else None
+    conda_env, reqs, constraints = _process_pip_requirements(default, pip_requirements, extra_pip_requirements)
+    (path / _CONDA_ENV_FILE_NAME).write_text(yaml.safe_dump(conda_env, default_flow_style=False), encoding="utf-8")
+    if constraints:
+        (path / _CONSTRAINTS_FILE_NAME).write_text("\n".join(constraints), encoding="utf-8")
+    (path / _REQUIREMENTS_FILE_NAME).write_text("\n".join(reqs), encoding="utf-8")
+    _PythonEnv.current().to_yaml(str(path / _PYTHON_ENV_FILE_NAME))
+    return path
+
+
+def log_model(
+    synthesizer,
+    name: str = "synthesizer",
+    registered_model_name: str | None = None,
+    signature=None,
+    pip_requirements: list[str] | None = None,
+    extra_pip_requirements: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    await_registration_for: int = 300,
+    code_paths: list[str] | None = None,
+):
+    """Log to the active run (``mlflow.models.model.ModelInfo``); registers a version when a
+    ``registered_model_name`` is given (``info.registered_model_version``)."""
+    import sys
+
+    from mlflow.models import Model
+
+    return Model.log(
+        artifact_path=None, name=name, flavor=sys.modules[__name__], flavor_name=FLAVOR_NAME,
+        registered_model_name=registered_model_name, await_registration_for=await_registration_for,
+        metadata=metadata, tags=tags, synthesizer=synthesizer, signature=signature,
+        pip_requirements=pip_requirements, extra_pip_requirements=extra_pip_requirements, code_paths=code_paths,
+    )
+
+
+def load_model(model_uri: str, dst_path: str | None = None, device: str = "auto"):
+    """The Synthesizer behind ``model_uri`` (``models:/name@alias``, ``runs:/...``, a local path)."""
+    from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+    from mlflow.utils.model_utils import _add_code_from_conf_to_system_path, _get_flavor_configuration
+
+    try:
+        local = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+    except Exception as e:  # MlflowException, OSError
+        raise TrackingError(f"cannot download model '{model_uri}': {_short(e)}") from None
+    conf = _get_flavor_configuration(model_path=local, flavor_name=FLAVOR_NAME)
+    _add_code_from_conf_to_system_path(local, conf)
+    return _load_synthesizer(os.path.join(local, conf.get("data", DATA_SUBPATH)), device)
+
+
+def _load_synthesizer(path: str, device: str = "auto"):
+    from synth_pipeline.synthesizer import Synthesizer
+
+    return Synthesizer.load(path, device=device)
+
+
+def _load_pyfunc(path: str) -> SynthesizerPyfunc:
+    """Called by ``mlflow.pyfunc.load_model`` with the ``synthesizer/`` data path."""
+    return SynthesizerPyfunc(_load_synthesizer(path))
+
+
+class SynthesizerPyfunc:
+    """pyfunc implementation: ``predict(requests) -> synthetic table`` (see module docstring)."""
+
+    def __init__(self, synthesizer):
+        self.synthesizer = synthesizer
+
+    def get_raw_model(self):
+        return self.synthesizer
+
+    def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return _predict(self.synthesizer, model_input)
+
+
+def _predict(syn, requests: Any) -> pd.DataFrame:
+    req = requests if isinstance(requests, pd.DataFrame) else pd.DataFrame(requests)
+    if "n_sequences" not in req.columns:
+        raise ConditioningError("each request needs 'n_sequences' (number of synthetic sequences to generate)")
+    static = [c.name for c in syn.schema.static_columns]
+    unknown = sorted(set(req.columns) - set(REQUEST_COLUMNS) - set(static))
+    if unknown:
+        raise ConditioningError(
+            f"unknown request column(s) {unknown}; valid: n_sequences, seed and static attributes {static}"
+        )
+    base_seed = int(syn.config.seed)
+    parts = []
+    for i, row in enumerate(req.to_dict("records")):
+        n = row["n_sequences"]
+        if n is None or (isinstance(n, float) and not n.is_integer()) or not 1 <= int(n) <= MAX_SEQUENCES_PER_REQUEST:
+            raise ConditioningError(
+                f"request {i}: n_sequences must be an integer in [1, {MAX_SEQUENCES_PER_REQUEST}], got {n!r}"
+            )
+        n = int(n)
+        seed = row.get("seed")
+        seed = base_seed + i if seed is None or (isinstance(seed, float) and math.isnan(seed)) else int(seed)
+        fixed = {c: row[c] for c in static if c in row and not _missing(row[c])}
+        if fixed:
+            out = syn.sample(conditions=pd.DataFrame({c: [v] * n for c, v in fixed.items()}), seed=seed)
+        else:
+            out = syn.sample(n, seed=seed)
+        out.insert(0, "request_id", i)
+        parts.append(out)
+    if not parts:
+        raise ConditioningError("no requests: pass at least one row with n_sequences")
+    return pd.concat(parts, ignore_index=True)
+
+
+def _missing(v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# tracking server
+# ------------------------------------------------------------------------------------------------
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    first = text[0] if text else type(e).__name__
+    return f"{type(e).__name__}: {first[:300]}"
+
+
+def redact_uri(uri: str) -> str:
+    from synth_pipeline.ingest import _redact
+
+    return _redact(uri)
+
+
+def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
+    """Fail fast (TrackingError) when an HTTP tracking server does not answer ``/health``, or a
+    local store's folder cannot be written. Runs before any training."""
+    if tracking_uri.startswith(("http://", "https://")):
+        url = tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http(s) only)
+                if resp.status != 200:
+                    raise TrackingError(f"MLflow tracking server {redact_uri(tracking_uri)} answered /health "
+                                        f"with HTTP {resp.status}")
+        except urllib.error.HTTPError as e:
+            raise TrackingError(f"MLflow tracking server {redact_uri(tracking_uri)} answered /health with "
+                                f"HTTP {e.code}; check the server logs") from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingError(
+                f"MLflow tracking server {redact_uri(tracking_uri)} is unreachable ({reason}); start it "
+                f"(see mlflow/README.md) or point MLFLOW_TRACKING_URI / the config's mlflow.tracking_uri "
+                f"at a running one. Nothing was trained or published."
+            ) from None
+    elif tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        folder = db.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingError(f"MLflow store folder '{folder}' cannot be created: {e.strerror}") from None
+        if not os.access(folder, os.W_OK):
+            raise TrackingError(f"MLflow store folder '{folder}' is not writable")
+
+
+@contextmanager
+def connect(tracking_uri: str) -> Iterator[Any]:
+    """Point MLflow (tracking + registry) at ``tracking_uri`` for the block; yields an MlflowClient.
+
+    ``mlflow.set_tracking_uri`` / ``set_registry_uri`` also export ``MLFLOW_TRACKING_URI`` /
+    ``MLFLOW_REGISTRY_URI`` to the environment; both the globals and the variables are restored
+    afterwards, so nothing leaks into later code or subprocesses."""
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+    from mlflow.tracking import MlflowClient
+
+    import mlflow
+
+    check_reachable(tracking_uri)
+    env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {k: os.environ.get(k) for k in env_keys}
+    saved_t, saved_r = tracking_utils._tracking_uri, registry_utils._registry_uri
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    finally:
+        mlflow.set_tracking_uri(saved_t)
+        registry_utils._registry_uri = saved_r
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def mlflow_errors(what: str) -> Iterator[None]:
+    """Turn MLflow/network failures inside the block into one TrackingError naming ``what``."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as e:
+        raise TrackingError(f"MLflow failed while {what}: {_short(e)}") from None
+    except (ConnectionError, TimeoutError) as e:
+        raise TrackingError(f"MLflow unreachable while {what}: {_short(e)}") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# run content
+# ------------------------------------------------------------------------------------------------
+AIRFLOW_ENV = {
+    "airflow.dag_id": "AIRFLOW_CTX_DAG_ID",
+    "airflow.run_id": "AIRFLOW_CTX_DAG_RUN_ID",
+    "airflow.task_id": "AIRFLOW_CTX_TASK_ID",
+    "airflow.try_number": "AIRFLOW_CTX_TRY_NUMBER",
+    "airflow.map_index": "AIRFLOW_CTX_MAP_INDEX",
+}
+
+
+def airflow_tags(context: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Airflow ids as run tags: from ``context`` (keys dag_id, run_id, task_id, try_number,
+    map_index) when given, else from the ``AIRFLOW_CTX_*`` variables Airflow sets in task processes."""
+    out: dict[str, str] = {}
+    for tag, env in AIRFLOW_ENV.items():
+        key = tag.split(".", 1)[1]
+        v = (context or {}).get(key) if context else os.environ.get(env)
+        if v not in (None, ""):
+            out[tag] = str(v)
+    return out
+
+
+def flat_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> ``{"a.b": "value"}`` (MLflow params are strings, 6000 chars max)."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flat_params(v, key + "."))
+        else:
+            out[key] = str(v)[:6000]
+    return out
+
+
+def flat_metrics(d: Any, prefix: str = "") -> dict[str, float]:
+    """Every finite number in a nested metrics mapping -> ``{"a.b": value}`` (lists are skipped:
+    per-column details stay in metrics.json)."""
+    out: dict[str, float] = {}
+    if isinstance(d, Mapping):
+        for k, v in d.items():
+            out.update(flat_metrics(v, f"{prefix}{k}."))
+    elif isinstance(d, bool):
+        out[prefix[:-1]] = float(d)
+    elif isinstance(d, (int, float)) and math.isfinite(float(d)):
+        out[prefix[:-1]] = float(d)
+    return {_metric_key(k): v for k, v in out.items() if k and len(k) <= 250}
+
+
+def _metric_key(key: str) -> str:
+    """MLflow keys allow letters, digits, ``_ - . / space``; column names may hold others ("CO(GT)")."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
+
+
+def log_history(history: list[Mapping[str, Any]]) -> int:
+    """Log the model's per-interval losses as step metrics (``vae/loss`` at step 100, ...)."""
+    from mlflow.entities import Metric
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    run = mlflow.active_run()
+    if run is None:
+        raise TrackingError("log_history needs an active MLflow run")
+    import time as _t
+
+    now = int(_t.time() * 1000)
+    metrics = []
+    for rec in history:
+        step = int(rec.get("step", 0))
+        for k, v in rec.items():
+            if k == "step" or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+                continue
+            metrics.append(Metric(key=_metric_key(str(k)), value=float(v), timestamp=now, step=step))
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
+    return len(metrics)
+
+
+def log_json(obj: Any, artifact_file: str) -> None:
+    import json
+
+    import mlflow
+
+    mlflow.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), artifact_file)
+
+
+def ensure_experiment(client, name: str, tracking_uri: str):
+    """The experiment ``name``, created if needed. For a local ``sqlite:///`` store its artifacts go
+    next to the database (``<db folder>/mlartifacts``), not into the current directory."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        location = None
+        if tracking_uri.startswith("sqlite:///"):
+            location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        client.create_experiment(name, artifact_location=location)
+        exp = client.get_experiment_by_name(name)
+    return exp
+
+
+def set_candidate(client, name: str, version: str, tags: Mapping[str, str] | None = None) -> None:
+    client.set_registered_model_alias(name, CANDIDATE, version)
+    for k, v in (tags or {}).items():
+        client.set_model_version_tag(name, version, k, str(v))
+
+
+def promote(client, name: str, version: str, passed: bool) -> None:
+    """Gate verdict on the registry: ``gate=passed`` + alias ``champion`` moves, or ``gate=failed``
+    and ``champion`` stays where it was."""
+    client.set_model_version_tag(name, version, "gate", "passed" if passed else "failed")
+    if passed:
+        client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def champion_version(client, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def ui_command(tracking_uri: str, port: int = 5000) -> str:
+    """The ``mlflow ui`` command that opens this store (for a server URI: open it in a browser)."""
+    import shutil
+    import sys
+
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {redact_uri(tracking_uri)} in a browser (the server is the UI)"
+    exe = shutil.which("mlflow")
+    if exe is None:
+        venv_exe = Path(sys.executable).parent / "mlflow"
+        exe = str(venv_exe) if venv_exe.exists() else "mlflow"
+    else:
+        exe = "mlflow"
+    return f"{exe} ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port {port}"
+
+
+def run_url(experiment_id: str, run_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """Browser address of a run's artifacts page (the report is under report/report.html)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts"

@@ -1,0 +1,48 @@
+"""Shared slices of the sample data for the evaluation tests (cached per test session)."""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+
+from synth_pipeline.encoding import sequence_ids
+from synth_pipeline.ingest import coerce, read_source
+from synth_pipeline.schema import DatasetSchema, infer_schema
+from synth_pipeline.split import split_entities
+
+REPO = Path(__file__).resolve().parents[1]
+NASDAQ_SCHEMA = REPO / "synth_pipeline" / "configs" / "nasdaq100.schema.yaml"
+
+
+@cache
+def _nasdaq(data_dir: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, DatasetSchema]:
+    """nasdaq100 panel (Symbol entity) cut into 24-day windows; half of the symbols held out."""
+    schema = DatasetSchema.from_yaml(NASDAQ_SCHEMA)
+    schema.sequence_length = 24
+    raw = read_source(Path(data_dir) / "nasdaq100_2019.csv")
+    df = coerce(raw, schema)
+    tr, ho = split_entities(df["Symbol"].to_numpy(), 0.5, seed=0)
+    return raw, df[tr].reset_index(drop=True), df[ho].reset_index(drop=True), schema
+
+
+@cache
+def _pollution(data_dir: str, windows: int = 800) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, DatasetSchema]:
+    """Beijing pollution: one hourly series, the first ``windows`` 24-hour windows, half held out."""
+    raw = read_source(Path(data_dir) / "pollution_data.csv")
+    schema = infer_schema(raw, time_index="date", sequence_length=24, name="pollution")
+    df = coerce(raw, schema).iloc[: 24 * windows]
+    tr, ho = split_entities(sequence_ids(df, schema), 0.5, seed=0)
+    return raw, df[tr].reset_index(drop=True), df[ho].reset_index(drop=True), schema
+
+
+def nasdaq(data_dir: Path):
+    raw, train, hold, schema = _nasdaq(str(data_dir))
+    return raw, train.copy(), hold.copy(), copy.deepcopy(schema)
+
+
+def pollution(data_dir: Path):
+    raw, train, hold, schema = _pollution(str(data_dir))
+    return raw, train.copy(), hold.copy(), copy.deepcopy(schema)
