@@ -47,6 +47,7 @@ import yaml
 from synth_pipeline.config import ModelConfig
 from synth_pipeline.errors import ConfigError, IngestError, SchemaError
 from synth_pipeline.ingest import Source
+from synth_pipeline.io_utils import read_yaml
 from synth_pipeline.schema import DatasetSchema
 
 RELEASE_ROOT_ENV = "SYNTH_PIPELINE_RELEASE_ROOT"
@@ -209,16 +210,7 @@ class DatasetConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, check_gate: bool = True) -> DatasetConfig:
         p = Path(path).expanduser()
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"config file '{p}' does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"config file '{p}' cannot be read: {type(e).__name__}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file '{p}' is not valid YAML: {e}") from None
+        data = read_yaml(p, "config file", ConfigError)
         return cls.from_dict(data, base_dir=p.resolve().parent, config_path=p, check_gate=check_gate)
 
     @classmethod

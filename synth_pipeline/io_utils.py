@@ -34,3 +34,23 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 def atomic_write_json(path: Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def read_yaml(source: str | Path | None, what: str, error: type[Exception], *, text: str | None = None) -> Any:
+    """Parse YAML from the file ``source`` (or from ``text`` when given); every failure becomes
+    ``error`` whose message names ``what`` and the file, so callers share one set of messages."""
+    import yaml
+
+    if text is None:
+        p = Path(source).expanduser()  # type: ignore[arg-type]
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise error(f"{what} '{source}' does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise error(f"{what} '{source}' cannot be read: {type(e).__name__}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = f" '{source}'" if source is not None else ""
+        raise error(f"{what}{where} is not valid YAML: {e}") from None

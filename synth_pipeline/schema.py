@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from synth_pipeline.errors import PIIError, SchemaError
+from synth_pipeline.io_utils import read_yaml
 
 
 class ColumnKind(StrEnum):
@@ -226,17 +227,9 @@ class DatasetSchema:
 
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> DatasetSchema:
-        p = None if _is_yaml_text(path_or_text) else Path(path_or_text)
-        try:
-            text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
-        except FileNotFoundError:
-            raise SchemaError(f"schema file '{path_or_text}' does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise SchemaError(f"schema file '{path_or_text}' cannot be read: {type(e).__name__}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise SchemaError(f"schema '{path_or_text}' is not valid YAML: {e}") from None
+        is_text = _is_yaml_text(path_or_text)
+        data = read_yaml(None if is_text else path_or_text, "schema" if is_text else "schema file", SchemaError,
+                         text=str(path_or_text) if is_text else None)
         return cls.from_dict(data)
 
     def fingerprint(self) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from synth_pipeline.errors import ConfigError
+from synth_pipeline.io_utils import read_yaml
 
 INSUFFICIENT = "insufficient evidence"
 
@@ -112,18 +113,8 @@ class GateConfig:
         is_path = isinstance(path_or_text, Path) or (
             "\n" not in text and (":" not in text or text.lower().endswith((".yaml", ".yml")) or _exists(text))
         )
-        p = Path(text) if is_path else None
-        if p is not None:
-            try:
-                text = p.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise ConfigError(f"gate config '{path_or_text}' does not exist") from None
-            except (OSError, UnicodeDecodeError) as e:
-                raise ConfigError(f"gate config '{path_or_text}' cannot be read: {type(e).__name__}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"gate config is not valid YAML: {e}") from None
+        data = read_yaml(Path(text) if is_path else None, "gate config", ConfigError,
+                         text=None if is_path else text)
         if data is not None and not isinstance(data, dict):
             raise ConfigError("gate config must be a mapping of setting: value")
         return cls.from_dict(data)
