@@ -28,6 +28,8 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_synthesizer.py
 	$(PY) benchmarks/bench_audit.py
+	$(PY) benchmarks/bench_scaling.py
+	$(PY) benchmarks/bench_peers.py
 
 lint: install
 	$(VENV)/bin/ruff check synth_pipeline operators dags tests benchmarks
