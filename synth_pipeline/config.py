@@ -13,20 +13,22 @@ import yaml
 
 from synth_pipeline.errors import ConfigError
 
+SOLVERS = ("ddpm", "dpm++2m", "dpm++2m-sde")  # reverse updates (models/scheduler.py)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU, a few minutes on the sample data
     "fast": dict(
         hidden_dim=64, vae_steps=600, diffusion_steps=1200, batch_size=64, num_timesteps=100,
-        sampling_steps=25, denoiser_layers=1, static_steps=300,
+        sampling_steps=10, denoiser_layers=1, static_steps=300,
     ),
     "default": dict(
         hidden_dim=128, vae_steps=2500, diffusion_steps=5000, batch_size=64, num_timesteps=100,
-        sampling_steps=50, denoiser_layers=2, static_steps=800,
+        sampling_steps=20, denoiser_layers=2, static_steps=800,
     ),
     # GPU-sized
     "quality": dict(
         hidden_dim=256, vae_steps=8000, diffusion_steps=20000, batch_size=128, num_timesteps=200,
-        sampling_steps=200, denoiser_layers=3, static_steps=2000,
+        sampling_steps=50, denoiser_layers=3, static_steps=2000,
     ),
 }
 
@@ -63,8 +65,11 @@ class ModelConfig:
     num_timesteps: int = 100
     beta_schedule: str = "linear"  # linear | cosine
     prediction_type: str = "v_prediction"  # epsilon | sample (z_0) | v_prediction (best conditioned)
-    sampling_steps: int = 25  # reverse steps at generation (strided)
-    eta: float = 1.0  # 1 = ancestral DDPM noise, 0 = deterministic DDIM
+    sampling_steps: int = 10  # reverse steps at generation (strided)
+    # reverse update: dpm++2m-sde (default; 10 steps beat 25 strided DDPM steps, measured),
+    # dpm++2m (deterministic ODE) or ddpm (strided DDPM/DDIM with ``eta``)
+    solver: str = "dpm++2m-sde"
+    eta: float = 1.0  # ddpm solver only: 1 = ancestral DDPM noise, 0 = deterministic DDIM
     ema_decay: float = 0.995
     static_dropout: float = 0.3  # share of training sequences whose static condition is hidden
     p_unconditional: float = 0.5  # share of training sequences with no known cells (mask API)
@@ -83,6 +88,8 @@ class ModelConfig:
             raise ConfigError(f"unknown preset '{self.preset}'; valid presets: {', '.join(PRESETS)}")
         if self.denoiser not in ("gru", "transformer"):
             raise ConfigError(f"unknown model.denoiser '{self.denoiser}'; valid: gru, transformer")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"unknown model.solver '{self.solver}'; valid: {', '.join(SOLVERS)}")
         if self.beta_schedule not in ("linear", "cosine"):
             raise ConfigError(f"unknown model.beta_schedule '{self.beta_schedule}'; valid: linear, cosine")
         self.clip_quantiles = tuple(self.clip_quantiles)  # type: ignore[assignment]

@@ -25,7 +25,7 @@ from synth_pipeline.config import ModelConfig
 from synth_pipeline.encoding import EncodedData
 from synth_pipeline.errors import ModelFileError
 from synth_pipeline.models.denoiser import LatentDenoiser
-from synth_pipeline.models.scheduler import DDPMScheduler
+from synth_pipeline.models.scheduler import make_scheduler
 from synth_pipeline.models.static import StaticAR
 from synth_pipeline.models.vae import Batch, MixedVAE
 
@@ -108,8 +108,9 @@ class TimeAutoDiff:
         torch.manual_seed(config.seed)  # weight initialisation is part of a seeded run
         n_enc = dims["n_num"] + len(dims["cat_cards"]) + sum(dims["num_missing"])
         self.latent_dim = config.latent_dim or (n_enc if n_enc <= 8 else max(8, n_enc // 2))
-        self.scheduler = DDPMScheduler(
-            config.num_timesteps, config.beta_schedule, prediction_type=config.prediction_type
+        self.scheduler = make_scheduler(
+            config.solver, num_train_timesteps=config.num_timesteps, beta_schedule=config.beta_schedule,
+            prediction_type=config.prediction_type,
         )
         self.vae = MixedVAE(
             dims["n_num"], dims["num_missing"], dims["cat_cards"], dims["static_cards"], dims["n_calendar"],
