@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synth_pipeline.config import SOLVERS, ModelConfig
+from synth_pipeline.config import ModelConfig
 from synth_pipeline.errors import ConfigError
 from synth_pipeline.models.scheduler import DDPMScheduler, DPMSolverScheduler, make_scheduler
 
