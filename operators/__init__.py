@@ -19,3 +19,24 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Privacy-safe synthetic releases of time-series and panel tables, tracked in MLflow.",
         "versions": [__version__],
     }
+
+
+_EXPORTS = {
+    "SyntheticStageOperator": "stages", "SyntheticIngestOperator": "stages", "SyntheticValidateOperator": "stages",
+    "SyntheticTrainOperator": "stages", "SyntheticGenerateOperator": "stages", "SyntheticEvaluateOperator": "stages",
+    "SyntheticPublishOperator": "stages", "synthetic_release": "factory", "release_dag": "factory",
+    "release_dags": "factory", "release_asset": "factory", "read_settings": "factory",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy exports: ``from synth_pipeline.operators import synthetic_release`` imports Airflow
+    only then, never when Airflow reads the provider info."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'synth_pipeline.operators' has no attribute '{name}'")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+__all__ = ["get_provider_info", *_EXPORTS]

@@ -28,7 +28,7 @@ airflow:                             # read by the DAG factory only (dags/), not
 ```
 
 Relative paths (sources, schema, release root, a ``sqlite:///`` tracking URI) are resolved
-against the config file's folder. Every key is checked: an unknown key, a missing source file or
+against the config file's folder; they may use ``${VAR}`` or ``${VAR:-default}``. Every key is checked: an unknown key, a missing source file or
 schema file, or an invalid model/gate option fails at load time, naming the key or file, before
 anything is read or trained.
 """
@@ -40,15 +40,18 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from synth_pipeline.config import ModelConfig
 from synth_pipeline.errors import ConfigError, IngestError, SchemaError
-from synth_pipeline.ingest import Source
 from synth_pipeline.io_utils import read_yaml
-from synth_pipeline.schema import DatasetSchema
+
+if TYPE_CHECKING:  # pandas-heavy modules are imported when a config is really loaded, so DAG files
+    # can check a config's structure at parse time cheaply (check_structure)
+    from synth_pipeline.ingest import Source
+    from synth_pipeline.schema import DatasetSchema
 
 RELEASE_ROOT_ENV = "SYNTH_PIPELINE_RELEASE_ROOT"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
@@ -216,26 +219,12 @@ class DatasetConfig:
     @classmethod
     def from_dict(cls, data: Any, base_dir: str | Path | None = None, config_path: Path | None = None,
                   check_gate: bool = True) -> DatasetConfig:
+        from synth_pipeline.schema import DatasetSchema
+
         where = f"config '{config_path}': " if config_path else "config: "
         base = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}must be a mapping with at least 'sources' and 'schema'")
+        check_structure(data, where)
         data = copy.deepcopy(data)
-        for key in data:
-            if key not in _TOP_KEYS:
-                raise ConfigError(f"{where}unknown key '{key}'; valid keys: {', '.join(_TOP_KEYS)}")
-        for key, allowed in _TOP_KEYS.items():
-            if allowed is None or data.get(key) is None:
-                continue
-            section = data[key]
-            if not isinstance(section, dict):
-                raise ConfigError(f"{where}'{key}' must be a mapping with keys {sorted(allowed)}")
-            for sub in section:
-                if sub not in allowed:
-                    raise ConfigError(f"{where}unknown key '{key}.{sub}'; valid keys in '{key}': {sorted(allowed)}")
-        for required in ("sources", "schema"):
-            if data.get(required) is None:
-                raise ConfigError(f"{where}missing required key '{required}'")
         sources = data["sources"]
         if sources.get("events") is None:
             raise ConfigError(f"{where}missing required key 'sources.events' (the event table)")
@@ -303,13 +292,68 @@ class DatasetConfig:
             raise ConfigError(msg if msg.startswith("config") else f"{where}{msg}") from None
 
 
+def check_structure(data: Any, where: str = "config: ") -> None:
+    """The checks that need no file and no heavy import: a mapping, known keys in every section,
+    the required keys, a valid dataset name, known model options. DAG files run this at parse time
+    (a source file may not exist until an upstream task writes it); loading runs it first too."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}must be a mapping with at least 'sources' and 'schema'")
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{where}unknown key '{key}'; valid keys: {', '.join(_TOP_KEYS)}")
+    for key, allowed in _TOP_KEYS.items():
+        if allowed is None or data.get(key) is None:
+            continue
+        section = data[key]
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}'{key}' must be a mapping with keys {sorted(allowed)}")
+        for sub in section:
+            if sub not in allowed:
+                raise ConfigError(f"{where}unknown key '{key}.{sub}'; valid keys in '{key}': {sorted(allowed)}")
+    for required in ("sources", "schema"):
+        if data.get(required) is None:
+            raise ConfigError(f"{where}missing required key '{required}'")
+    if data["sources"].get("events") is None:
+        raise ConfigError(f"{where}missing required key 'sources.events' (the event table)")
+    if data.get("name") is not None:
+        try:
+            check_name(data["name"])
+        except ConfigError as e:
+            raise ConfigError(f"{where}{e}") from None
+    model = data.get("model") or {}
+    try:
+        ModelConfig.from_preset(model.get("preset", "fast"), model.get("overrides") or {})
+    except ConfigError as e:
+        raise ConfigError(f"{where}model: {e}") from None
+
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str) -> str:
+    """``${VAR}`` / ``${VAR:-default}`` in paths and URIs, so one config serves several machines
+    (an unset variable without a default is a ConfigError naming it)."""
+
+    def sub(m: re.Match) -> str:
+        v = os.environ.get(m.group(1))
+        if v is None or (v == "" and m.group(2) is not None):
+            if m.group(2) is None:
+                raise ConfigError(f"environment variable '{m.group(1)}' used in '{value}' is not set "
+                                  f"(set it, or write ${{{m.group(1)}:-default}})")
+            return m.group(2)
+        return v
+
+    return _ENV_RE.sub(sub, value)
+
+
 def _resolve(path: str, base: Path) -> Path:
-    p = Path(path).expanduser()
+    p = Path(expand_env(path)).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
 
 
 def _resolve_uri(uri: str, base: Path) -> str:
     """Relative ``sqlite:///x.db`` / ``file:x`` / plain paths are taken relative to the config file."""
+    uri = expand_env(uri)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{_resolve(uri[len('sqlite:///'):], base)}"
     if "://" not in uri and not uri.startswith("file:"):
@@ -318,6 +362,8 @@ def _resolve_uri(uri: str, base: Path) -> str:
 
 
 def _source(obj: Any, base: Path, where: str, key: str) -> Source:
+    from synth_pipeline.ingest import Source
+
     try:
         src = Source.parse(obj)
     except IngestError as e:

@@ -1,5 +1,5 @@
 """End to end against a real ``mlflow server`` (SQLite backend, local artifact store, started
-once for this module): run_release logs the run with every artifact, registers the model, moves
+once per test session, tests/conftest.py): run_release logs the run with every artifact, registers the model, moves
 ``champion`` on a pass and not on a fail, quarantines a failure, reruns are no-ops, a changed
 release is refused, the registered model loads in a fresh process, and bad input / unreachable
 MLflow / an unwritable release root fail before any training with a clear typed error."""
@@ -8,119 +8,29 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from _release_setup import DATA, FAIL_GATE, PASS_GATE
+from _release_setup import write_config as _config
 
 from synth_pipeline import release as rel
 from synth_pipeline.dataset_config import DatasetConfig, shipped_config
 from synth_pipeline.errors import ConfigError, GateFailedError, ReleaseError, TrackingError
 from synth_pipeline.pipeline import run_release, split_sequences
 
-DATA = Path(__file__).resolve().parents[1] / "synth_pipeline" / "data" / "nasdaq100_2019.csv"
-TINY = {"vae_steps": 30, "diffusion_steps": 30, "static_steps": 10, "progress": False}
-# Fidelity and DCR-share thresholds off (a 30-step model is neither faithful nor calibrated);
-# evidence, exact-copy and row-match checks stay on.
-PASS_GATE = {"min_sequences": 10, "seeds": 1, "classifier": {"min_steps": 5, "max_steps": 20}, "dcr_share_max": None,
-             "discriminative_max": None, "temporal_discriminative_max": None, "predictive_ratio_max": None,
-             "correlation_max": None, "marginals_max": None, "autocorrelation_max": None}
-FAIL_GATE = {**PASS_GATE, "min_sequences": 10_000}  # impossible evidence requirement
 MODEL = "nasdaq100-synthesizer"
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, artifacts proxied), health-checked."""
-    d = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    exe = Path(sys.executable).parent / "mlflow"
-    cmd = [str(exe) if exe.exists() else "mlflow", "server",
-           "--backend-store-uri", f"sqlite:///{d}/db.sqlite", "--artifacts-destination", str(d / "artifacts"),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = open(d / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited ({proc.returncode}): {(d / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after 180s: {(d / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        except ProcessLookupError:
-            pass
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """The CI machine is shared: one torch thread avoids oversubscription stalls (x30 slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     return tmp_path_factory.mktemp("pipeline")
-
-
-def _config(workspace: Path, uri: str, gate: dict, name: str = "release.yaml", **extra) -> Path:
-    """A config file next to copies of the shipped schema (relative paths resolved from it)."""
-    shutil.copy(shipped_config("nasdaq100").parent / "nasdaq100.schema.yaml", workspace / "nasdaq100.schema.yaml")
-    cfg = {
-        "name": "nasdaq100",
-        "sources": {"events": str(DATA)},
-        "schema": "nasdaq100.schema.yaml",
-        "model": {"preset": "fast", "overrides": TINY},
-        "split": {"holdout_fraction": 0.25},
-        "generate": {"n_sequences": 60},
-        "seed": 0,
-        "gate": gate,
-        "release": {"root": "releases"},
-        "mlflow": {"tracking_uri": uri},
-        **extra,
-    }
-    p = workspace / name
-    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -259,10 +169,10 @@ def test_gate_failure_quarantines_keeps_champion_and_exits_3(passed_release, mlf
     assert "evidence" in err.value.result.failed_checks
 
 
-def test_unreachable_mlflow_fails_fast_and_publishes_nothing(workspace, monkeypatch):
+def test_unreachable_mlflow_fails_fast_and_publishes_nothing(workspace, monkeypatch, free_port):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     (workspace / "down").mkdir()
-    cfg = _config(workspace / "down", f"http://127.0.0.1:{_free_port()}", PASS_GATE)
+    cfg = _config(workspace / "down", f"http://127.0.0.1:{free_port}", PASS_GATE)
     t0 = time.perf_counter()
     with pytest.raises(TrackingError, match="unreachable"):
         run_release(cfg, "2024-05-17", progress=False)

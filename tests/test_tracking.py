@@ -24,17 +24,6 @@ TINY = {"vae_steps": 20, "diffusion_steps": 20, "static_steps": 10, "progress": 
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """The CI machine is shared: one torch thread avoids oversubscription stalls (x30 slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def panel():
     schema = DatasetSchema.from_yaml(shipped_path("configs", "nasdaq100.schema.yaml"))
     df = load_dataset(shipped_path("data", "nasdaq100_2019.csv"), schema)

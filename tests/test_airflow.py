@@ -1,0 +1,256 @@
+"""Airflow 3 integration against a real metadata DB (SQLite, migrated in a temp AIRFLOW_HOME set by
+conftest.py) and a real MLflow server: the provider entry, the DagBag of dags/ (no import errors,
+parse time, nothing heavy imported), broken-config isolation, full releases through dag.test(),
+a failing gate stopping publish, the Asset event, and the example ETL DAG's TaskGroup."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pendulum
+import pytest
+import yaml
+from _release_setup import FAIL_GATE, PASS_GATE, TINY, write_config
+
+from synth_pipeline import release as rel
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS = REPO / "dags"
+DATE = pendulum.datetime(2024, 5, 17, tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def airflow_db():
+    """A migrated metadata DB in the temporary AIRFLOW_HOME (a few seconds)."""
+    from airflow.utils import db
+
+    db.initdb()
+    return True
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_dags_folder():
+    """The runs below point Airflow's DAG folder at their own folders; put it back afterwards."""
+    from airflow import settings
+    from airflow.configuration import conf
+
+    before = conf.get("core", "dags_folder"), settings.DAGS_FOLDER
+    yield
+    conf.set("core", "dags_folder", before[0])
+    settings.DAGS_FOLDER = before[1]
+
+
+def _states(dr) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+
+
+def _xcom(dr, task_id: str):
+    ti = next(t for t in dr.get_task_instances() if t.task_id == task_id)
+    return ti.xcom_pull(task_ids=task_id)
+
+
+# ------------------------------------------------------------------------------------------------
+# provider entry point and parsing
+# ------------------------------------------------------------------------------------------------
+def test_provider_entry_point_returns_what_airflow_requires():
+    eps = [ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("synth_pipeline")]
+    assert len(eps) == 1, "the distribution must declare exactly one apache_airflow_provider entry"
+    info = eps[0].load()()
+    assert info["package-name"] == "synth-pipeline"  # must equal the canonical dist name
+    assert info["name"] and info["description"] and not info["description"].endswith(" ")
+    from synth_pipeline import __version__
+
+    assert info["versions"] == [__version__]
+    json.dumps(info)  # plain data: Airflow validates it against a JSON schema
+    assert "airflow" not in eps[0].module  # reading it must not import Airflow
+
+
+def test_dagbag_has_no_import_errors_and_parses_each_file_under_a_second(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    assert {"synthetic_release_nasdaq100", "etl_prices", "synthetic_release_after_etl"} <= set(bag.dags)
+    for stat in bag.dagbag_stats:
+        print(f"parse {stat.file}: {stat.duration.total_seconds():.3f}s ({stat.dag_num} dags, {stat.task_num} tasks)")
+        assert stat.duration.total_seconds() < 1.0, stat
+    dag = bag.dags["synthetic_release_nasdaq100"]
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert [t.task_id for t in dag.topological_sort()] == ["ingest", "validate", "train", "generate", "evaluate",
+                                                           "publish"]
+    # retries with backoff on the I/O stages only
+    assert dag.get_task("ingest").retries >= 1 and dag.get_task("ingest").retry_exponential_backoff
+    assert dag.get_task("publish").retries >= 1
+    assert all(dag.get_task(t).retries == 0 for t in ("validate", "train", "generate", "evaluate"))
+    assert [a.uri for a in dag.get_task("publish").outlets] == ["synthdata://releases/nasdaq100"]
+    etl = bag.dags["etl_prices"]
+    assert etl.get_task("synthetic_release_prices.ingest").upstream_task_ids == {"load_prices"}
+
+
+def test_dag_files_import_nothing_heavy_at_parse_time(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, sys
+        os.environ["AIRFLOW_HOME"] = {str(tmp_path)!r}
+        os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(DAGS)!r})
+        assert not bag.import_errors, bag.import_errors
+        heavy = [m for m in ("torch", "mlflow", "great_expectations", "pandas", "sklearn") if m in sys.modules]
+        print("HEAVY", ",".join(heavy))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY"))
+    assert line.strip() == "HEAVY", f"DAG parsing imported heavy modules: {line}"
+
+
+def test_a_broken_config_is_one_import_error_and_other_dags_still_load(tmp_path, airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    folder = tmp_path / "dags"
+    (folder / "configs").mkdir(parents=True)
+    shutil.copy(DAGS / "synthetic_releases.py", folder)
+    good = yaml.safe_load((DAGS / "configs" / "nasdaq100.yaml").read_text())
+    good["sources"]["events"] = str(REPO / "synth_pipeline" / "data" / "nasdaq100_2019.csv")
+    good["schema"] = str(REPO / "synth_pipeline" / "configs" / "nasdaq100.schema.yaml")
+    (folder / "configs" / "good.yaml").write_text(yaml.safe_dump(good))
+    (folder / "configs" / "typo.yaml").write_text(yaml.safe_dump({**good, "name": "typo", "modle": {}}))
+    (folder / "configs" / "broken.yaml").write_text("name: [unclosed\n")
+    bag = DagBag(dag_folder=str(folder))
+    assert "synthetic_release_nasdaq100" in bag.dags
+    assert "synthetic_release_typo" not in bag.dags
+    assert len(bag.import_errors) == 1
+    msg = next(iter(bag.import_errors.values()))
+    assert "typo.yaml" in msg and "unknown key 'modle'" in msg and "valid keys" in msg
+    assert "broken.yaml" in msg and "not valid YAML" in msg
+    assert "good.yaml" not in msg
+
+
+# ------------------------------------------------------------------------------------------------
+# runs through dag.test()
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def af_workspace(tmp_path_factory):
+    return tmp_path_factory.mktemp("airflow_releases")
+
+
+def _bag(folder: Path):
+    """Parse ``folder`` as Airflow's configured DAG folder: dag.test() serializes the DAGs of the
+    configured bundle before it runs one, as the scheduler would."""
+    from airflow import settings
+    from airflow.configuration import conf
+    from airflow.dag_processing.dagbag import DagBag
+
+    conf.set("core", "dags_folder", str(folder))
+    settings.DAGS_FOLDER = str(folder)  # what the default local bundle reads
+    bag = DagBag(dag_folder=str(folder))
+    assert not bag.import_errors, bag.import_errors
+    return bag
+
+
+def _dag(workspace: Path, server: str, gate: dict, name: str):
+    """The shipped nightly factory file in a DAG folder of its own with one release config."""
+    folder = workspace / name / "dags"
+    (folder / "configs").mkdir(parents=True)
+    shutil.copy(DAGS / "synthetic_releases.py", folder)
+    write_config(folder / "configs", server, gate, name=f"{name}.yaml", dataset=name)
+    return _bag(folder).dags[f"synthetic_release_{name}"], folder / "configs" / "releases" / name
+
+
+@pytest.fixture(scope="module")
+def passed_run(airflow_db, mlflow_server, af_workspace, one_thread):
+    dag, root = _dag(af_workspace, mlflow_server, PASS_GATE, "af_pass")
+    dr = dag.test(logical_date=DATE)
+    return dag, dr, root
+
+
+def test_dag_test_runs_a_full_release_and_logs_it_in_mlflow(passed_run, mlflow_server):
+    from mlflow import MlflowClient
+
+    dag, dr, root = passed_run
+    assert str(dr.state) == "success", _states(dr)
+    assert set(_states(dr).values()) == {"success"}
+    release = root / "2024-05-17"
+    assert (release / rel.SUCCESS).exists() and rel.verify_release(release)
+    assert rel.read_latest_id(root) == "2024-05-17"
+    assert not (root.parent / ".staging" / "af_pass" / "2024-05-17").exists()  # real data removed
+    out = _xcom(dr, "publish")
+    assert out["status"] == "published" and out["passed"] is True and out["release_path"] == str(release)
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    run = client.get_run(out["run_id"])
+    assert run.data.tags["gate"] == "passed" and run.info.status == "FINISHED"
+    assert run.data.tags["airflow.dag_id"] == "synthetic_release_af_pass"
+    assert run.data.tags["airflow.task_id"] == "train"
+    arts = {a.path for a in client.list_artifacts(out["run_id"], "report")}
+    assert "report/report.html" in arts
+    assert client.get_model_version_by_alias("af_pass-synthesizer", "champion").version == out["model_version"]
+
+
+def test_template_fields_render_the_logical_date(passed_run):
+    dag, dr, _ = passed_run
+    assert dag.get_task("ingest").logical_date == "{{ ds }}"
+    for task_id in ("ingest", "validate", "train", "generate", "evaluate"):
+        assert _xcom(dr, task_id)["release_id"] == "2024-05-17", task_id
+
+
+def test_publish_emits_the_asset_event(passed_run):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    _, dr, _ = passed_run
+    with create_session() as session:
+        asset = session.scalar(select(AssetModel).where(AssetModel.uri == "synthdata://releases/af_pass"))
+        assert asset is not None and asset.extra == {"dataset": "af_pass"}
+        events = session.scalars(select(AssetEvent).where(AssetEvent.asset_id == asset.id)).all()
+        assert [(e.source_dag_id, e.source_task_id, e.source_run_id) for e in events] == [
+            ("synthetic_release_af_pass", "publish", dr.run_id)]
+
+
+def test_impossible_gate_fails_evaluate_and_never_publishes(airflow_db, mlflow_server, af_workspace, one_thread):
+    dag, root = _dag(af_workspace, mlflow_server, FAIL_GATE, "af_fail")
+    dr = dag.test(logical_date=DATE)
+    states = _states(dr)
+    assert str(dr.state) == "failed"
+    assert states["evaluate"] == "failed" and states["publish"] == "upstream_failed"
+    assert all(states[t] == "success" for t in ("ingest", "validate", "train", "generate"))
+    q = root / rel.QUARANTINE / "2024-05-17"
+    manifest = json.loads((q / rel.MANIFEST).read_text())
+    assert manifest["status"] == "quarantined" and manifest["gate"]["passed"] is False
+    assert not (root / "2024-05-17").exists() and rel.read_latest_id(root) is None
+    assert not (root.parent / ".staging" / "af_fail" / "2024-05-17").exists()
+
+
+def test_the_example_etl_dag_runs_its_task_group_end_to_end(airflow_db, mlflow_server, tmp_path, monkeypatch,
+                                                             one_thread):
+    """The shipped example file itself, loaded from a copy whose release config has a tiny budget."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    folder = tmp_path / "dags"
+    (folder / "configs" / "etl").mkdir(parents=True)
+    shutil.copy(DAGS / "etl_with_synthetic_release.py", folder)
+    cfg = yaml.safe_load((DAGS / "configs" / "etl" / "prices.yaml").read_text())
+    cfg["schema"] = str(REPO / "synth_pipeline" / "configs" / "nasdaq100.schema.yaml")
+    cfg["model"]["overrides"] = TINY
+    cfg["gate"] = PASS_GATE
+    cfg["generate"] = {"n_sequences": 40}
+    (folder / "configs" / "etl" / "prices.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("SYNTH_ETL_LANDING", str(tmp_path / "landing"))
+    monkeypatch.setenv("SYNTH_PIPELINE_RELEASE_ROOT", str(tmp_path / "releases"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    bag = _bag(folder)
+    dr = bag.dags["etl_prices"].test(logical_date=DATE)
+    states = _states(dr)
+    assert str(dr.state) == "success", states
+    assert states["load_prices"] == "success" and states["synthetic_release_prices.publish"] == "success"
+    assert (tmp_path / "releases" / "prices" / "2024-05-17" / rel.SUCCESS).exists()
+    # (b) the separate release DAG is scheduled on the asset the load task updates
+    load_outlets = [a.uri for a in bag.dags["etl_prices"].get_task("load_prices").outlets]
+    downstream = bag.dags["synthetic_release_after_etl"]
+    assert [a.uri for a in downstream.timetable.asset_condition.objects] == load_outlets
