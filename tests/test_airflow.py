@@ -230,7 +230,6 @@ def test_impossible_gate_fails_evaluate_and_never_publishes(airflow_db, mlflow_s
 def test_the_example_etl_dag_runs_its_task_group_end_to_end(airflow_db, mlflow_server, tmp_path, monkeypatch,
                                                              one_thread):
     """The shipped example file itself, loaded from a copy whose release config has a tiny budget."""
-    from airflow.dag_processing.dagbag import DagBag
 
     folder = tmp_path / "dags"
     (folder / "configs" / "etl").mkdir(parents=True)
