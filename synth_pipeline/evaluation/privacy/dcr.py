@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from synth_pipeline.evaluation.privacy.distances import nearest
+from synth_pipeline.evaluation.privacy.distances import search
 
 TIE_TOLERANCE = 1e-9
 
@@ -52,6 +52,7 @@ class DCRResult:
     d_holdout: np.ndarray  # [n_synthetic] nearest distance to the holdout
     nndr_train: np.ndarray  # [n_synthetic] d1/d2 against the train sample
     nndr_holdout: np.ndarray
+    search: dict | None = None  # how each nearest-neighbour pass was computed and how exact it is
 
     def summary(self) -> dict:
         def q(a: np.ndarray) -> dict:
@@ -74,6 +75,7 @@ class DCRResult:
             "nndr_train_median": _median(self.nndr_train),
             "nndr_holdout_median": _median(self.nndr_holdout),
             "nndr_ratio": _ratio(_median(self.nndr_train), _median(self.nndr_holdout)),
+            "search": self.search,
         }
 
 
@@ -105,7 +107,7 @@ def dcr_audit(
     **block_kw,
 ) -> DCRResult:
     """DCR share of ``synthetic`` [Ns, D] against equal-size ``train_sample`` and ``holdout`` [Nr, D]."""
-    results = []
+    results, infos = [], {}
     for label, ref in (("train sample", train_sample), ("holdout", holdout)):
         last = [-1]
 
@@ -115,7 +117,9 @@ def dcr_audit(
                 last[0] = pct
                 progress(f"DCR to {label}: {done}/{total} synthetic sequences ({pct}%)")
 
-        results.append(nearest(synthetic, ref, k=2, progress=tick, **block_kw)[0])
+        dist, _, info = search(synthetic, ref, k=2, progress=tick, **block_kw)
+        results.append(dist)
+        infos[label.replace(" ", "_")] = info.to_dict()
     d_tr, d_ho = results
     a, b = d_tr[:, 0], d_ho[:, 0]
     tie = np.abs(a - b) <= TIE_TOLERANCE * np.maximum(1.0, np.maximum(a, b))
@@ -127,5 +131,5 @@ def dcr_audit(
     return DCRResult(
         n_synthetic=n, n_reference=int(min(len(train_sample), len(holdout))), share=float(share),
         ci_low=lo, ci_high=hi, confidence=confidence, closer_to_train=int(closer.sum()), ties=int(tie.sum()),
-        d_train=a, d_holdout=b, nndr_train=_nndr(d_tr), nndr_holdout=_nndr(d_ho),
+        d_train=a, d_holdout=b, nndr_train=_nndr(d_tr), nndr_holdout=_nndr(d_ho), search=infos,
     )
