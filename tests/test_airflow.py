@@ -36,14 +36,19 @@ def airflow_db():
 
 @pytest.fixture(scope="module", autouse=True)
 def _restore_dags_folder():
-    """The runs below point Airflow's DAG folder at their own folders; put it back afterwards."""
+    """The runs below point Airflow's DAG folder at their own folders, and in-process task runs
+    leave AIRFLOW_CTX_* variables behind; put both back afterwards."""
+    import os
+
     from airflow import settings
     from airflow.configuration import conf
 
-    before = conf.get("core", "dags_folder"), settings.DAGS_FOLDER
+    before = conf.get("core", "dags_folder"), settings.DAGS_FOLDER, dict(os.environ)
     yield
     conf.set("core", "dags_folder", before[0])
     settings.DAGS_FOLDER = before[1]
+    os.environ.clear()
+    os.environ.update(before[2])
 
 
 def _states(dr) -> dict[str, str]:

@@ -137,9 +137,10 @@ def test_flat_params_metrics_and_airflow_tags(monkeypatch):
                           "ok": True, "nan": float("nan")})
     assert m == {"fid.d.value": 0.1, "fid.d.details.n": 3.0, "ok": 1.0}
     assert trk.flat_metrics({"marginals": {"CO(GT)": 0.5}}) == {"marginals.CO_GT_": 0.5}  # valid MLflow key
+    for env in trk.AIRFLOW_ENV.values():
+        monkeypatch.delenv(env, raising=False)
     monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "synthetic_release_nasdaq100")
     monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "scheduled__2024-05-17")
-    monkeypatch.delenv("AIRFLOW_CTX_TASK_ID", raising=False)
     assert trk.airflow_tags() == {"airflow.dag_id": "synthetic_release_nasdaq100",
                                   "airflow.run_id": "scheduled__2024-05-17"}
     assert trk.airflow_tags({"dag_id": "d", "task_id": "t"}) == {"airflow.dag_id": "d", "airflow.task_id": "t"}
