@@ -45,6 +45,8 @@ class ModelConfig:
     min_category_count: int = 1
     max_categories: int = 1000
     static_bins: int = 32
+    min_bin_sequences: int = 10  # small panels get fewer level / static-numeric bins (memorisation)
+    min_condition_count: int = 5  # static model: rarer parent categories are conditioned on jointly
     entity_levels: bool = True  # model each sequence's level separately from its dynamics
     # VAE (feature-axis compression)
     latent_dim: int | None = None  # None: min(F, max(4, F // 2)) over encoded feature channels

@@ -245,6 +245,9 @@ class TableEncoder:
     min_category_count: int = 1
     max_categories: int = 1000
     static_bins: int = 32
+    # every static-numeric / level bin holds this many training sequences on average (fewer bins on
+    # small panels): a token that pins one entity would let the generator reproduce that entity
+    min_bin_sequences: int = 10
     levels: bool = True  # split dynamic numerics into a per-sequence level (static token) + deviation
     codecs: list[ColumnCodec] = field(default_factory=list)
     freq: str | None = None
@@ -319,7 +322,8 @@ class TableEncoder:
                 codec.integral = spec.kind == ColumnKind.INTEGER
                 codec.qmap = QuantileMap.fit(x, self.n_quantiles, self.clip_quantiles)
                 if spec.static:
-                    codec.bins = int(min(self.static_bins, max(2, np.unique(x[~np.isnan(x)]).size)))
+                    codec.bins = int(min(self.static_bins, max(2, np.unique(x[~np.isnan(x)]).size),
+                                         max(1, idx.shape[0] // self.min_bin_sequences)))
             else:
                 vc = col.value_counts(dropna=True)
                 if len(vc) > self.max_categories:
@@ -370,7 +374,7 @@ class TableEncoder:
         has = obs.any(1)
         for j, c in enumerate(self.num_codecs):
             vals = lv[has[:, j], j]
-            n_bins = int(min(self.static_bins, max(1, vals.size // 4)))
+            n_bins = int(min(self.static_bins, max(1, vals.size // self.min_bin_sequences)))
             c.level_edges = None
             if n_bins < 2 or np.ptp(vals) < 1e-6:
                 continue
@@ -632,6 +636,7 @@ class TableEncoder:
             "min_category_count": self.min_category_count,
             "max_categories": self.max_categories,
             "static_bins": self.static_bins,
+            "min_bin_sequences": self.min_bin_sequences,
             "levels": self.levels,
             "freq": self.freq,
             "max_len": self.max_len,

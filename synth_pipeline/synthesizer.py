@@ -54,7 +54,7 @@ class Synthesizer:
         self.encoder = TableEncoder(
             self.schema, n_quantiles=cfg.n_quantiles, clip_quantiles=cfg.clip_quantiles,
             min_category_count=cfg.min_category_count, max_categories=cfg.max_categories,
-            static_bins=cfg.static_bins, levels=cfg.entity_levels,
+            static_bins=cfg.static_bins, min_bin_sequences=cfg.min_bin_sequences, levels=cfg.entity_levels,
         ).fit(df)
         data = self.encoder.transform(df)
         lv, lc = np.unique(data.lengths, return_counts=True)

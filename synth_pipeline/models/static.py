@@ -3,6 +3,11 @@
 Static columns (sector, industry, region type, binned numeric attributes) are generated first,
 one column at a time given the previous ones; sequences are then generated conditioned on them,
 so each synthetic entity is internally consistent and its static columns are truly constant.
+
+Privacy: a category seen in fewer than ``min_condition_count`` training entities is generated like
+any other, but later columns are conditioned on it only through one shared "rare" slot: a
+conditional learned from one or two entities would just replay those entities' attributes (on the
+103-stock panel, a one-stock industry pinned that stock's market cap and price levels).
 """
 
 from __future__ import annotations
@@ -16,17 +21,27 @@ class StaticAR(nn.Module):
     def __init__(self, cards: list[int], hidden: int = 64):
         super().__init__()
         self.cards = cards
-        self.offsets = [sum(cards[:j]) for j in range(len(cards))]
-        total = max(sum(cards), 1)
+        self.offsets = [sum(c + 1 for c in cards[:j]) for j in range(len(cards))]  # +1: the rare slot
+        total = max(sum(c + 1 for c in cards), 1)
         self.nets = nn.ModuleList(
             nn.Sequential(nn.Linear(total, hidden), nn.SiLU(), nn.Linear(hidden, c)) for c in cards
         )
         self.total = total
+        for j, c in enumerate(cards):  # token -> input slot (identity until set_rare)
+            self.register_buffer(f"slot_{j}", torch.arange(c))
+
+    def set_rare(self, tokens: torch.Tensor, min_count: int) -> None:
+        """Route parent tokens seen in fewer than ``min_count`` rows of ``tokens`` to the rare slot."""
+        for j, c in enumerate(self.cards):
+            counts = torch.bincount(tokens[:, j].cpu(), minlength=c)[:c]
+            slot = torch.where(counts >= min_count, torch.arange(c), torch.full((c,), c))
+            getattr(self, f"slot_{j}").copy_(slot.to(getattr(self, f"slot_{j}").device))
 
     def _one_hot_prefix(self, tokens: torch.Tensor, j: int) -> torch.Tensor:
         x = torch.zeros(tokens.shape[0], self.total, device=tokens.device)
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
         for i in range(j):
-            x[torch.arange(tokens.shape[0]), self.offsets[i] + tokens[:, i]] = 1.0
+            x[rows, self.offsets[i] + getattr(self, f"slot_{i}")[tokens[:, i]]] = 1.0
         return x
 
     def loss(self, tokens: torch.Tensor) -> torch.Tensor:
