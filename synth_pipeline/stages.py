@@ -9,7 +9,11 @@ config, the logical date, optional release-root / tracking-URI overrides) and re
 attempt, ``<release root>/.staging/<dataset>/<release id>/`` (mode 0700, files 0600): the real
 tables live only there, the ``state.json`` beside them carries what later stages need (run id,
 model version, fingerprints, timings), and publish / quarantine removes the folder. A new ingest
-of the same dataset and date starts from an empty folder.
+of the same dataset and date starts from an empty folder. ``attempt`` (the Airflow DAG run; one id
+per ``run_release`` call) is recorded at ingest, and a later stage of another attempt refuses the
+folder: two pipelines releasing the same dataset and date at once fail loudly instead of reading
+each other's files. Stages read their inputs without consuming them, so a cleared task can be
+rerun on its own.
 
 Order of checks (cheap and fatal first): ingest checks the config (unknown keys, missing files,
 model and gate options), the release root (writable) and the tracking server (reachable) before
@@ -159,7 +163,8 @@ class Stage:
     folder and its ``state.json``."""
 
     def __init__(self, config: Any, logical_date: Any, release_root: str | Path | None,
-                 tracking_uri: str | None, progress: Progress) -> None:
+                 tracking_uri: str | None, progress: Progress, attempt: str | None = None) -> None:
+        self.attempt = attempt
         self.cfg = load_config(dict(config) if isinstance(config, Mapping) else config)
         self.release_id = rel.release_id_for(logical_date)
         rel.validate_dataset_name(self.cfg.name)
@@ -195,6 +200,13 @@ class Stage:
             raise ReleaseError(
                 f"stage '{stage}': the config of {self.cfg.name} changed since ingest of {self.release_id} "
                 f"({self.state.get('config_digest')} -> {digest}); rerun from ingest")
+        owner = self.state.get("attempt")
+        if self.attempt is not None and owner is not None and owner != self.attempt:
+            raise ReleaseError(
+                f"stage '{stage}': the staging folder of {self.cfg.name} {self.release_id} now belongs to another "
+                f"attempt ({owner!r}, this is {self.attempt!r}): two pipelines are releasing the same dataset and "
+                f"date at once. Let one finish, then rerun the other from ingest (or give them different dataset "
+                f"names)")
         return self.state
 
     def save(self) -> None:
@@ -212,7 +224,15 @@ class Stage:
 
         return coerce(pd.read_parquet(self.path(name)), self.cfg.schema, source=f"staged {name}")
 
-    def cleanup(self) -> None:
+    def cleanup(self, owned_only: bool = False) -> None:
+        """Remove the folder (real data); with ``owned_only``, not if another attempt has taken it."""
+        if owned_only and self.attempt is not None:
+            try:
+                owner = json.loads(self.path("state.json").read_text()).get("attempt")
+            except (OSError, ValueError):
+                owner = None
+            if owner not in (None, self.attempt):
+                return
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @property
@@ -235,15 +255,8 @@ class Stage:
         with trk.connect(self.uri) as client:
             with trk.mlflow_errors(f"resuming the run ({what})"):
                 mlflow.start_run(run_id=self.state["run_id"])
-            status = "FAILED"
-            try:
+            with _ending_run():
                 yield client
-                status = "FINISHED"
-            finally:
-                try:
-                    mlflow.end_run(status=status)
-                except Exception:  # noqa: BLE001 - keep the original error; the server may be gone
-                    pass
 
     def result(self, status: str, passed: bool | None, path: Path | None) -> ReleaseResult:
         s = self.state
@@ -256,6 +269,22 @@ class Stage:
             report_uri=s.get("report_uri"), gate_reason=gate.get("reason"), failed_checks=gate.get("failed", []),
             counts=s.get("counts", {}), timings=s.get("timings", {}),
         )
+
+
+@contextmanager
+def _ending_run() -> Iterator[None]:
+    """End the active MLflow run with the block: FINISHED, or FAILED when it raised."""
+    import mlflow
+
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    finally:
+        try:
+            mlflow.end_run(status=status)
+        except Exception:  # noqa: BLE001 - keep the original error; the server may be gone
+            pass
 
 
 def _config_digest(cfg: DatasetConfig) -> str:
@@ -271,12 +300,12 @@ def _unchanged(st: Stage, stage: str) -> dict[str, Any]:
 # stages
 # ------------------------------------------------------------------------------------------------
 def ingest(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
-           tracking_uri: str | None = None, overwrite: bool = False, progress: Progress = False,
-           **_: Any) -> dict[str, Any]:
+           tracking_uri: str | None = None, overwrite: bool = False, attempt: str | None = None,
+           progress: Progress = False, **_: Any) -> dict[str, Any]:
     """Check everything cheap, read the sources, and stage the typed table. A release already on
     disk for the date with the same inputs marks the attempt ``unchanged``; one with different
     inputs is refused (before any training) unless ``overwrite``."""
-    st = Stage(config, logical_date, release_root, tracking_uri, progress)
+    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
     cfg = st.cfg
     t0 = time.perf_counter()
     cfg.gate_config(), cfg.model_config()  # invalid options fail here, before data is read
@@ -292,7 +321,7 @@ def ingest(config: Any, logical_date: Any, *, release_root: str | Path | None = 
     st.fresh()
     st.state = {"dataset": cfg.name, "release_id": st.release_id, "config_digest": _config_digest(cfg),
                 "data_fingerprint": data_fp, "inputs_fingerprint": inputs_fp, "overwrite": bool(overwrite),
-                "counts": {"source_rows": int(len(df))}, "status": "ingested"}
+                "counts": {"source_rows": int(len(df))}, "status": "ingested", "attempt": attempt}
     existing = rel.existing_release(st.root, cfg.name, st.release_id)
     if existing is not None:
         if existing.get("inputs_fingerprint") == inputs_fp:
@@ -318,12 +347,13 @@ def ingest(config: Any, logical_date: Any, *, release_root: str | Path | None = 
 
 
 def validate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
-             tracking_uri: str | None = None, progress: Progress = False, **_: Any) -> dict[str, Any]:
+             tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
+             **_: Any) -> dict[str, Any]:
     """Great Expectations validation of the staged table (raises DataValidationError listing every
     failure), then the entity-level train / holdout split."""
     from synth_pipeline.validate import validate as gx_validate
 
-    st = Stage(config, logical_date, release_root, tracking_uri, progress)
+    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
     st.load("validate")
     if st.unchanged:
         return _unchanged(st, "validate")
@@ -336,7 +366,6 @@ def validate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     st.write_frame("holdout.parquet", holdout)
     atomic_write_json(st.path("expectation_suite.json"), report.suite_json)
     atomic_write_json(st.path("validation_result.json"), report.result_json)
-    st.path("source.parquet").unlink()
     st.state["counts"].update({
         "train_rows": int(len(train)), "holdout_rows": int(len(holdout)),
         "train_sequences": n_sequences_of(train, schema), "holdout_sequences": n_sequences_of(holdout, schema),
@@ -354,13 +383,13 @@ def validate(config: Any, logical_date: Any, *, release_root: str | Path | None 
 
 def train(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
           tracking_uri: str | None = None, airflow_context: Mapping[str, Any] | None = None,
-          progress: Progress = False, **_: Any) -> dict[str, Any]:
+          attempt: str | None = None, progress: Progress = False, **_: Any) -> dict[str, Any]:
     """Open the attempt's MLflow run (params, validation artifacts, lineage), fit the synthesizer,
     log its losses, register it as the ``candidate`` version, and stage it for generation."""
     import mlflow
     from synth_pipeline.synthesizer import Synthesizer
 
-    st = Stage(config, logical_date, release_root, tracking_uri, progress)
+    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
     s = st.load("train")
     if st.unchanged:
         return _unchanged(st, "train")
@@ -382,8 +411,7 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
             run = mlflow.start_run(run_name=f"{cfg.name}-{st.release_id}", tags=tags)
         s.update(run_id=run.info.run_id, experiment_id=exp.experiment_id, n_synthetic=int(n_syn))
         st.save()
-        status = "FAILED"
-        try:
+        with _ending_run():
             with trk.mlflow_errors("logging params and validation artifacts"):
                 mlflow.log_params(trk.flat_params({
                     "model": model_cfg.to_dict(), "holdout_fraction": cfg.holdout_fraction,
@@ -416,12 +444,6 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
                 })
                 mlflow.set_tags({"model_name": cfg.model_name, "model_version": version, "model_uri": model_uri})
                 st.timed("register", t0)
-            status = "FINISHED"
-        finally:
-            try:
-                mlflow.end_run(status=status)
-            except Exception:  # noqa: BLE001 - keep the original error; the server may be gone
-                pass
     s.update(model_name=cfg.model_name, model_version=version, model_uri=model_uri)
     st.save()
     st.say(f"trained in {train_s:.0f}s; registered {model_uri} (alias {trk.CANDIDATE})")
@@ -431,11 +453,12 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
 
 
 def generate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
-             tracking_uri: str | None = None, progress: Progress = False, **_: Any) -> dict[str, Any]:
+             tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
+             **_: Any) -> dict[str, Any]:
     """Sample the synthetic table from the staged model (the registered version's weights)."""
     from synth_pipeline.synthesizer import Synthesizer
 
-    st = Stage(config, logical_date, release_root, tracking_uri, progress)
+    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
     s = st.load("generate")
     if st.unchanged:
         return _unchanged(st, "generate")
@@ -452,7 +475,8 @@ def generate(config: Any, logical_date: Any, *, release_root: str | Path | None 
 
 
 def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
-             tracking_uri: str | None = None, progress: Progress = False, **_: Any) -> dict[str, Any]:
+             tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
+             **_: Any) -> dict[str, Any]:
     """Audit the synthetic table against train and the entity holdout, log the report, apply the
     gate. On failure: quarantine record, ``gate=failed`` on the version, GateFailedError."""
     import numpy as np
@@ -460,7 +484,7 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     import mlflow
     from synth_pipeline.evaluation import evaluate as run_audit
 
-    st = Stage(config, logical_date, release_root, tracking_uri, progress)
+    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
     s = st.load("evaluate")
     if st.unchanged:
         return _unchanged(st, "evaluate")
@@ -521,13 +545,13 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
 
 
 def publish(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
-            tracking_uri: str | None = None, overwrite: bool | None = None, progress: Progress = False,
-            **_: Any) -> ReleaseResult:
+            tracking_uri: str | None = None, overwrite: bool | None = None, attempt: str | None = None,
+            progress: Progress = False, **_: Any) -> ReleaseResult:
     """Publish the gated synthetic table atomically, move ``champion``, close the run, and remove
     the staging folder. Refuses to run for an attempt whose gate did not pass."""
     import mlflow
 
-    st = Stage(config, logical_date, release_root, tracking_uri, progress)
+    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
     s = st.load("publish")
     if st.unchanged:
         st.say(f"release {st.release_id} already published with the same inputs: nothing to do")
