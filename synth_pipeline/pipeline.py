@@ -9,6 +9,7 @@ that module for the order of checks, the MLflow conventions and the privacy rule
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +72,12 @@ def run_release(
     raises :class:`GateFailedError` (``.result`` set) after recording a failed gate, and typed
     ``SynthPipelineError`` subclasses for bad input, an unwritable release root or an unreachable
     tracking server (then nothing is trained or published)."""
-    kw = dict(release_root=release_root, tracking_uri=tracking_uri, progress=stages._say_fn(progress))
+    attempt = f"run_release:{uuid.uuid4().hex[:12]}"  # this call owns the staging folder
+    kw = dict(release_root=release_root, tracking_uri=tracking_uri, attempt=attempt,
+              progress=stages._say_fn(progress))
     if isinstance(config, Mapping):
         config = dict(config)
-    staging = stages.Stage(config, logical_date, release_root, tracking_uri, False)  # bad config: fails here
+    staging = stages.Stage(config, logical_date, release_root, tracking_uri, False, attempt)  # bad config: fails here
     try:
         if stages.ingest(config, logical_date, overwrite=overwrite, **kw)["status"] == "unchanged":
             return stages.publish(config, logical_date, **kw)
@@ -84,4 +87,4 @@ def run_release(
         stages.evaluate(config, logical_date, **kw)
         return stages.publish(config, logical_date, overwrite=overwrite, **kw)
     finally:
-        staging.cleanup()
+        staging.cleanup(owned_only=True)

@@ -532,9 +532,10 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
             result = st.result(pub.status, False, pub.path)
     if not passed:
         st.cleanup()
-        details = "; ".join(s["gate"]["explanations"]) or ev.gate.reason
+        details = "; ".join(f"{n}: {e}" for n, e in zip(s["gate"]["failed"], s["gate"]["explanations"], strict=True))
         raise GateFailedError(
-            f"release gate failed for {cfg.name} {st.release_id}: {details}. Quarantine record (manifest + report, "
+            f"release gate failed for {cfg.name} {st.release_id}; failed checks: {details or ev.gate.reason}. "
+            f"Quarantine record (manifest + report, "
             f"no data): {pub.path}. Report in MLflow: {s['report_uri']} (run {s['run_id']}); model "
             f"{s['model_uri']} tagged gate=failed, alias '{trk.CHAMPION}' not moved.",
             result,
