@@ -3,7 +3,11 @@
 (a) ``etl_prices`` gets the whole release chain as a TaskGroup right after its load task: the
     synthetic release is part of the ETL run and fails the run if its gate fails.
 (b) ``synthetic_release_after_etl`` is a separate DAG scheduled on the Asset the ETL's load task
-    updates: the ETL stays independent, the release follows every new load.
+    updates: the ETL stays independent, the release follows every new load. Asset-triggered runs
+    have no logical date in Airflow 3; the release is then dated by the run's ``run_after`` day.
+
+Pick one style per dataset in a real deployment: both here release the same data, so (b) uses its
+own config (dataset ``prices_on_asset``) to keep the two from releasing one dataset and date at once.
 
 The "ETL" here copies the shipped NASDAQ-100 CSV into a landing folder (``$SYNTH_ETL_LANDING``,
 default ``/tmp/synth-etl``); replace it with your own extract/load.
@@ -20,6 +24,7 @@ from synth_pipeline.operators.factory import synthetic_release
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "etl" / "prices.yaml"
+CONFIG_ON_ASSET = HERE / "configs" / "etl" / "prices_on_asset.yaml"
 LANDING_ENV = "SYNTH_ETL_LANDING"
 PRICES = Asset("file:///synth-etl/prices.csv", extra={"env": LANDING_ENV})
 
@@ -53,4 +58,4 @@ with DAG(dag_id="etl_prices", schedule="@daily", start_date=pendulum.datetime(20
 
 with DAG(dag_id="synthetic_release_after_etl", schedule=[PRICES], start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
          catchup=False, max_active_runs=1, tags=["synthetic-release", "example"]) as synthetic_release_after_etl:
-    synthetic_release(CONFIG, group_id="release")  # (b)
+    synthetic_release(CONFIG_ON_ASSET, group_id="release")  # (b)

@@ -26,6 +26,7 @@ _EXPORTS = {
     "SyntheticTrainOperator": "stages", "SyntheticGenerateOperator": "stages", "SyntheticEvaluateOperator": "stages",
     "SyntheticPublishOperator": "stages", "synthetic_release": "factory", "release_dag": "factory",
     "release_dags": "factory", "release_asset": "factory", "read_settings": "factory",
+    "check_configs": "factory",
 }
 
 

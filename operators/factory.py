@@ -2,10 +2,12 @@
 
 ``synthetic_release(config, upstream=load)`` puts ingest -> validate -> train -> generate ->
 evaluate -> publish after an existing task; ``release_dag(config)`` builds the standalone
-``synthetic_release_<dataset>`` DAG; ``release_dags(folder)`` builds one per YAML in a folder and
-turns every broken config into one DagBag import error naming that config, while the other
-datasets' DAGs still load. The publish task has the dataset's :func:`release_asset` as outlet,
-so downstream DAGs can ``schedule=[release_asset("nasdaq100")]``.
+``synthetic_release_<dataset>`` DAG; ``release_dags(folder)`` builds one per healthy YAML config in
+a folder, and ``check_configs(folder)`` raises one error naming each broken config. The two are
+called from two DAG files: Airflow marks *every* DAG of a file that has an import error as stale
+(no longer scheduled), so a broken config must not be reported from the file that defines the
+other datasets' DAGs. The publish task has the dataset's :func:`release_asset` as outlet, so
+downstream DAGs can ``schedule=[release_asset("nasdaq100")]``.
 
 Parse time stays cheap: configs are checked structurally here (keys, name, model options, the
 ``airflow`` section) without pandas, torch, MLflow or GX; sources and schema are loaded by the
@@ -14,13 +16,16 @@ ingest task, because a source may not exist until an upstream task writes it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Asset, TaskGroup
+from airflow.sdk.exceptions import AirflowTimetableInvalid
 from synth_pipeline.operators.stages import (
+    DEFAULT_LOGICAL_DATE,
     SyntheticEvaluateOperator,
     SyntheticGenerateOperator,
     SyntheticIngestOperator,
@@ -32,6 +37,7 @@ from synth_pipeline.operators.stages import (
 DEFAULT_SCHEDULE = "@daily"
 AUX_SUFFIXES = (".schema.yaml", ".schema.yml", ".gate.yaml", ".gate.yml")  # beside configs, not configs
 DEFAULT_START = pendulum.datetime(2024, 1, 1, tz="UTC")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,23 @@ def read_settings(config: str | Path) -> DagSettings:
     for key in ("queue", "pool"):
         if af.get(key) is not None and not isinstance(af[key], str):
             raise ConfigError(f"{where}airflow.{key} must be a string or null, got {af[key]!r}")
-    return DagSettings(path=path, name=name, schedule=af.get("schedule", DEFAULT_SCHEDULE),
-                       queue=af.get("queue"), pool=af.get("pool"))
+    schedule = af.get("schedule", DEFAULT_SCHEDULE)
+    _check_schedule(schedule, where)
+    return DagSettings(path=path, name=name, schedule=schedule, queue=af.get("queue"), pool=af.get("pool"))
+
+
+def _check_schedule(schedule: Any, where: str) -> None:
+    """Airflow would reject a bad cron string only when it validates the DAG (an import error for
+    the whole DAG file); check it here so it is this config's error, naming the key."""
+    from synth_pipeline.errors import ConfigError
+
+    hint = "use a cron expression ('0 2 * * *'), a preset ('@daily') or null (manual runs only)"
+    if schedule is not None and not isinstance(schedule, str):
+        raise ConfigError(f"{where}airflow.schedule must be a string or null, got {schedule!r}; {hint}")
+    try:  # a throwaway DAG outside any `with` block: not registered, not collected by the DagBag
+        DAG(dag_id="schedule_check", schedule=schedule, start_date=DEFAULT_START).timetable.validate()
+    except (AirflowTimetableInvalid, ValueError) as e:
+        raise ConfigError(f"{where}airflow.schedule {schedule!r} is not a valid schedule ({e}); {hint}") from None
 
 
 def release_asset(dataset: str) -> Asset:
@@ -100,7 +121,7 @@ def synthetic_release(
     *,
     upstream: Any = None,
     group_id: str | None = None,
-    logical_date: str = "{{ ds }}",
+    logical_date: str = DEFAULT_LOGICAL_DATE,
     release_root: str | None = None,
     tracking_uri: str | None = None,
     queue: str | None = None,
@@ -124,52 +145,70 @@ def release_dag(config: str | Path, *, start_date: Any = DEFAULT_START, release_
                 tracking_uri: str | None = None, executor_config: dict | None = None, **dag_kwargs: Any) -> DAG:
     """The standalone ``synthetic_release_<dataset>`` DAG: the config's schedule (nightly by
     default), no catchup, one active run at a time."""
-    s = read_settings(config)
+    return _release_dag(read_settings(config), start_date=start_date, release_root=release_root,
+                        tracking_uri=tracking_uri, executor_config=executor_config, **dag_kwargs)
+
+
+def _release_dag(s: DagSettings, *, start_date: Any = DEFAULT_START, release_root: str | None = None,
+                 tracking_uri: str | None = None, executor_config: dict | None = None, **dag_kwargs: Any) -> DAG:
     kwargs = dict(dag_id=f"synthetic_release_{s.name}", schedule=s.schedule, start_date=start_date, catchup=False,
                   max_active_runs=1, tags=["synthetic-release", s.name],
                   doc_md=f"Synthetic release of **{s.name}** from `{s.path}` (synth-pipeline). The audit report "
                          f"of every run is in MLflow (run artifact `report/report.html`).")
     kwargs.update(dag_kwargs)
     with DAG(**kwargs) as dag:
-        _chain(s, logical_date="{{ ds }}", release_root=release_root, tracking_uri=tracking_uri, queue=None,
+        _chain(s, logical_date=DEFAULT_LOGICAL_DATE, release_root=release_root, tracking_uri=tracking_uri, queue=None,
                pool=None, executor_config=executor_config, overwrite=False)
     return dag
 
 
-class BrokenConfigsDag(DAG):
-    """Stands in for dataset configs that failed to load: Airflow's DagBag validates every DAG it
-    collects, and this one's validation raises the configs' errors, which the DagBag records as
-    one import error for the DAG file while bagging the other DAGs of the file normally."""
+def config_files(folder: str | Path) -> list[Path]:
+    """The dataset configs of a folder: ``*.yaml`` / ``*.yml``, sorted, except the ``*.schema.yaml`` /
+    ``*.gate.yaml`` files that may sit beside them."""
+    return sorted(p for p in [*Path(folder).glob("*.yaml"), *Path(folder).glob("*.yml")]
+                  if not p.name.endswith(AUX_SUFFIXES))
 
-    def validate(self) -> None:  # noqa: D102
-        from synth_pipeline.errors import ConfigError
 
-        raise ConfigError(self.description or "broken dataset config")
+def _scan(folder: str | Path) -> tuple[list[DagSettings], list[str]]:
+    """Settings of the healthy configs and one ``"<file>: <error>"`` line per broken one (a second
+    config with an already used dataset name is broken: both would write the same releases)."""
+    from synth_pipeline.errors import SynthPipelineError
+
+    healthy: list[DagSettings] = []
+    errors: list[str] = []
+    owner: dict[str, str] = {}
+    for path in config_files(folder):
+        try:
+            s = read_settings(path)
+        except SynthPipelineError as e:
+            errors.append(f"{path.name}: " + str(e).replace("\n", "\n    "))  # one entry per config
+            continue
+        if s.name in owner:
+            errors.append(f"{path.name}: dataset name '{s.name}' is already used by {owner[s.name]}; give each "
+                          f"config its own 'name'")
+            continue
+        owner[s.name] = path.name
+        healthy.append(s)
+    return healthy, errors
 
 
 def release_dags(folder: str | Path, **kwargs: Any) -> dict[str, DAG]:
-    """One release DAG per ``*.yaml`` / ``*.yml`` in ``folder`` (sorted), keyed by dag_id; files named
-    ``*.schema.yaml`` / ``*.gate.yaml`` are the configs' schema and gate files, not configs. A config
-    that fails its check contributes no DAG; all failures surface as one import error (one line
-    per config) through a :class:`BrokenConfigsDag` under the key ``synthetic_release_config_errors``."""
-    from synth_pipeline.errors import SynthPipelineError
-
-    dags: dict[str, DAG] = {}
-    errors: list[str] = []
-    paths = sorted(p for p in [*Path(folder).glob("*.yaml"), *Path(folder).glob("*.yml")]
-                   if not p.name.endswith(AUX_SUFFIXES))
-    for path in paths:
-        try:
-            dag = release_dag(path, **kwargs)
-        except SynthPipelineError as e:
-            errors.append(f"{path.name}: {e}")
-            continue
-        if dag.dag_id in dags:
-            errors.append(f"{path.name}: dataset name of dag '{dag.dag_id}' is already used by another config")
-            continue
-        dags[dag.dag_id] = dag
+    """One release DAG per healthy config in ``folder``, keyed by dag_id (assign them to the DAG
+    file's globals). Broken configs are skipped here and reported by :func:`check_configs`."""
+    healthy, errors = _scan(folder)
     if errors:
-        dags["synthetic_release_config_errors"] = BrokenConfigsDag(
-            dag_id="synthetic_release_config_errors", schedule=None, start_date=DEFAULT_START,
-            description=f"{len(errors)} dataset config(s) in {folder} could not be loaded:\n" + "\n".join(errors))
-    return dags
+        log.warning("%d dataset config(s) in %s skipped (see the import error of the file calling "
+                    "check_configs): %s", len(errors), folder, "; ".join(errors))
+    return {dag.dag_id: dag for dag in (_release_dag(s, **kwargs) for s in healthy)}
+
+
+def check_configs(folder: str | Path) -> None:
+    """Raise one ConfigError naming every broken config in ``folder`` (one line each), for a DAG
+    file of its own: the DagBag records it as that file's import error and nothing else."""
+    from synth_pipeline.errors import ConfigError
+
+    _, errors = _scan(folder)
+    if errors:
+        raise ConfigError(f"{len(errors)} dataset config(s) in {folder} could not be loaded, so their "
+                          f"synthetic_release_<dataset> DAGs are missing (the other configs' DAGs are "
+                          f"unaffected):\n" + "\n".join(errors))

@@ -2,7 +2,12 @@
 
 Each stores its arguments as ``template_fields`` (config path, logical date, release root,
 tracking URI), calls one library function in ``execute`` and returns its small JSON result to
-XCom; data moves by path through the stage's private staging folder, never through XCom.
+XCom; data moves by path through the stage's private staging folder, never through XCom. The
+DAG run (dag_id / run_id) owns the folder: a concurrent run of another DAG for the same dataset
+and date makes the later stages fail instead of mixing files.
+
+The logical date defaults to the run's ``ds``; runs without one (Airflow 3 asset-triggered or
+manually triggered without a date) use the day of ``dag_run.run_after`` instead.
 
 Failures: bad input (config, schema, data validation, PII) and a failed gate raise
 ``AirflowFailException`` (no retry: retrying cannot fix them); the gate's message lists the failed
@@ -20,6 +25,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+DEFAULT_LOGICAL_DATE = "{{ ds if ds is defined else dag_run.run_after | ds }}"
 IO_RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True,
               "max_retry_delay": timedelta(minutes=15)}
 
@@ -33,6 +39,12 @@ def _ids(context: Any) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v not in (None, -1)}
 
 
+def _attempt(context: Any) -> str | None:
+    """The DAG run that owns the staging folder (a cleared and rerun task keeps it)."""
+    ids = _ids(context)
+    return f"{ids['dag_id']}/{ids['run_id']}" if ids.get("dag_id") and ids.get("run_id") else None
+
+
 class SyntheticStageOperator(BaseOperator):
     """Runs ``synth_pipeline.stages.<stage>`` for one dataset config and logical date."""
 
@@ -40,7 +52,7 @@ class SyntheticStageOperator(BaseOperator):
     template_fields = ("config", "logical_date", "release_root", "tracking_uri")
     ui_color = "#e8f4ea"
 
-    def __init__(self, *, config: str, logical_date: str = "{{ ds }}", release_root: str | None = None,
+    def __init__(self, *, config: str, logical_date: str = DEFAULT_LOGICAL_DATE, release_root: str | None = None,
                  tracking_uri: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config, self.logical_date = config, logical_date
@@ -51,7 +63,8 @@ class SyntheticStageOperator(BaseOperator):
 
         return getattr(stages, self.stage)(
             self.config, self.logical_date, release_root=self.release_root or None,
-            tracking_uri=self.tracking_uri or None, airflow_context=_ids(context), progress=self.log.info,
+            tracking_uri=self.tracking_uri or None, airflow_context=_ids(context), attempt=_attempt(context),
+            progress=self.log.info,
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -87,7 +100,7 @@ class SyntheticIngestOperator(SyntheticStageOperator):
 
         return stages.ingest(self.config, self.logical_date, release_root=self.release_root or None,
                              tracking_uri=self.tracking_uri or None, overwrite=self.overwrite,
-                             progress=self.log.info)
+                             attempt=_attempt(context), progress=self.log.info)
 
 
 class SyntheticValidateOperator(SyntheticStageOperator):

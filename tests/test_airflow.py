@@ -74,6 +74,12 @@ def test_provider_entry_point_returns_what_airflow_requires():
     assert info["versions"] == [__version__]
     json.dumps(info)  # plain data: Airflow validates it against a JSON schema
     assert "airflow" not in eps[0].module  # reading it must not import Airflow
+    # what every Airflow command does with it: schema validation, name check against the dist
+    from airflow.providers_manager import ProvidersManager
+
+    pm = ProvidersManager()
+    pm.initialize_providers_list()
+    assert pm.providers["synth-pipeline"].data["package-name"] == "synth-pipeline"
 
 
 def test_dagbag_has_no_import_errors_and_parses_each_file_under_a_second(airflow_db):
@@ -81,9 +87,13 @@ def test_dagbag_has_no_import_errors_and_parses_each_file_under_a_second(airflow
 
     bag = DagBag(dag_folder=str(DAGS))
     assert not bag.import_errors, bag.import_errors
-    assert {"synthetic_release_nasdaq100", "etl_prices", "synthetic_release_after_etl"} <= set(bag.dags)
-    for stat in bag.dagbag_stats:
-        print(f"parse {stat.file}: {stat.duration.total_seconds():.3f}s ({stat.dag_num} dags, {stat.task_num} tasks)")
+    assert set(bag.dags) == {"synthetic_release_nasdaq100", "etl_prices", "synthetic_release_after_etl"}
+    stats = {Path(st.file).name: st for st in bag.dagbag_stats}
+    assert set(stats) == {"synthetic_releases.py", "synthetic_release_config_errors.py",
+                          "etl_with_synthetic_release.py"}
+    for name, stat in sorted(stats.items()):
+        print(f"parse {name}: {stat.duration.total_seconds() * 1000:.1f} ms ({stat.dag_num} dags, "
+              f"{stat.task_num} tasks)")
         assert stat.duration.total_seconds() < 1.0, stat
     dag = bag.dags["synthetic_release_nasdaq100"]
     assert dag.catchup is False and dag.max_active_runs == 1
@@ -96,6 +106,36 @@ def test_dagbag_has_no_import_errors_and_parses_each_file_under_a_second(airflow
     assert [a.uri for a in dag.get_task("publish").outlets] == ["synthdata://releases/nasdaq100"]
     etl = bag.dags["etl_prices"]
     assert etl.get_task("synthetic_release_prices.ingest").upstream_task_ids == {"load_prices"}
+    assert etl.get_task("synthetic_release_prices.publish").downstream_task_ids == set()
+
+
+def test_train_and_generate_route_to_the_configured_queue_pool_and_executor_config(tmp_path):
+    """Only the compute-heavy stages move to GPU workers; the config's airflow section is the default
+    and explicit arguments override it."""
+    from airflow.sdk import DAG
+    from synth_pipeline.operators import release_dag, synthetic_release
+
+    cfg = yaml.safe_load((DAGS / "configs" / "nasdaq100.yaml").read_text())
+    cfg["schema"] = str(REPO / "synth_pipeline" / "configs" / "nasdaq100.schema.yaml")
+    cfg["airflow"] = {"schedule": "0 2 * * *", "queue": "gpu", "pool": "gpus"}
+    path = tmp_path / "routed.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    pod = {"pod_override": {"spec": "a V1Pod in a real deployment"}}
+    with DAG(dag_id="routing", schedule=None, start_date=DATE) as dag:
+        synthetic_release(path, group_id="cfg_default")
+        synthetic_release(path, group_id="explicit", queue="gpu-large", pool="big", executor_config=pod)
+    default_queue = dag.get_task("cfg_default.ingest").queue
+    assert default_queue != "gpu"
+    for group, queue, pool, ec in (("cfg_default", "gpu", "gpus", {}), ("explicit", "gpu-large", "big", pod)):
+        for t in ("train", "generate"):
+            task = dag.get_task(f"{group}.{t}")
+            assert (task.queue, task.pool, task.executor_config) == (queue, pool, ec), (group, t)
+        for t in ("ingest", "validate", "evaluate", "publish"):
+            task = dag.get_task(f"{group}.{t}")
+            assert task.queue == default_queue and task.pool == "default_pool" and not task.executor_config
+    nightly = release_dag(path)
+    assert nightly.dag_id == "synthetic_release_nasdaq100" and nightly.get_task("train").queue == "gpu"
+    assert nightly.timetable.expression == "0 2 * * *" and nightly.schedule == "0 2 * * *"
 
 
 def test_dag_files_import_nothing_heavy_at_parse_time(tmp_path):
@@ -115,26 +155,52 @@ def test_dag_files_import_nothing_heavy_at_parse_time(tmp_path):
     assert line.strip() == "HEAVY", f"DAG parsing imported heavy modules: {line}"
 
 
-def test_a_broken_config_is_one_import_error_and_other_dags_still_load(tmp_path, airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+def test_broken_configs_are_one_import_error_and_the_other_dags_stay_scheduled(tmp_path, airflow_db):
+    """Each broken config (invalid YAML, unknown key, bad schedule, duplicate name) is named in the
+    import error of synthetic_release_config_errors.py; the healthy config's DAG loads and, once
+    written to the metadata DB as the DAG processor does, is neither stale nor flagged."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.models.dag import DagModel
+    from airflow.models.errors import ParseImportError
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     folder = tmp_path / "dags"
     (folder / "configs").mkdir(parents=True)
-    shutil.copy(DAGS / "synthetic_releases.py", folder)
+    for f in ("synthetic_releases.py", "synthetic_release_config_errors.py"):
+        shutil.copy(DAGS / f, folder)
     good = yaml.safe_load((DAGS / "configs" / "nasdaq100.yaml").read_text())
+    good["name"] = "iso_good"
     good["sources"]["events"] = str(REPO / "synth_pipeline" / "data" / "nasdaq100_2019.csv")
     good["schema"] = str(REPO / "synth_pipeline" / "configs" / "nasdaq100.schema.yaml")
     (folder / "configs" / "good.yaml").write_text(yaml.safe_dump(good))
-    (folder / "configs" / "typo.yaml").write_text(yaml.safe_dump({**good, "name": "typo", "modle": {}}))
+    (folder / "configs" / "typo.yaml").write_text(yaml.safe_dump({**good, "name": "iso_typo", "modle": {}}))
     (folder / "configs" / "broken.yaml").write_text("name: [unclosed\n")
-    bag = DagBag(dag_folder=str(folder))
-    assert "synthetic_release_nasdaq100" in bag.dags
-    assert "synthetic_release_typo" not in bag.dags
-    assert len(bag.import_errors) == 1
-    msg = next(iter(bag.import_errors.values()))
-    assert "typo.yaml" in msg and "unknown key 'modle'" in msg and "valid keys" in msg
-    assert "broken.yaml" in msg and "not valid YAML" in msg
-    assert "good.yaml" not in msg
+    (folder / "configs" / "schedule.yaml").write_text(yaml.safe_dump(
+        {**good, "name": "iso_schedule", "airflow": {"schedule": "every night"}}))
+    (folder / "configs" / "same_name.yaml").write_text(yaml.safe_dump(good))
+
+    bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder)
+    assert set(bag.dags) == {"synthetic_release_iso_good"}
+    assert list(bag.import_errors) == ["synthetic_release_config_errors.py"]
+    msg = bag.import_errors["synthetic_release_config_errors.py"]
+    last = msg[msg.index("ConfigError: 4 dataset config(s)"):]
+    lines = {ln.split(":")[0]: ln for ln in last.splitlines()[1:] if ln.strip() and not ln.startswith(" ")}
+    assert set(lines) == {"broken.yaml", "same_name.yaml", "schedule.yaml", "typo.yaml"}, last
+    assert "not valid YAML" in lines["broken.yaml"]
+    assert "unknown key 'modle'" in lines["typo.yaml"] and "valid keys" in lines["typo.yaml"]
+    assert "airflow.schedule 'every night' is not a valid schedule" in lines["schedule.yaml"]
+    assert "already used by good.yaml" in lines["same_name.yaml"]
+    assert "good.yaml:" not in last.replace("used by good.yaml", "")
+
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(bag, "dags-folder", None)
+    with create_session() as session:
+        dm = session.scalar(select(DagModel).where(DagModel.dag_id == "synthetic_release_iso_good"))
+        assert dm is not None and not dm.is_stale and not dm.has_import_errors
+        errors = session.scalars(select(ParseImportError).where(ParseImportError.bundle_name == "dags-folder")).all()
+        assert [e.filename for e in errors] == ["synthetic_release_config_errors.py"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,8 +264,14 @@ def test_dag_test_runs_a_full_release_and_logs_it_in_mlflow(passed_run, mlflow_s
 
 
 def test_template_fields_render_the_logical_date(passed_run):
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+
     dag, dr, _ = passed_run
-    assert dag.get_task("ingest").logical_date == "{{ ds }}"
+    assert "{{ ds" in dag.get_task("ingest").logical_date
+    for ti in dr.get_task_instances():
+        rendered = RenderedTaskInstanceFields.get_templated_fields(ti)
+        assert rendered["logical_date"] == "2024-05-17", (ti.task_id, rendered)
+        assert rendered["config"].endswith("af_pass.yaml") and "{{" not in json.dumps(rendered)
     for task_id in ("ingest", "validate", "train", "generate", "evaluate"):
         assert _xcom(dr, task_id)["release_id"] == "2024-05-17", task_id
 
@@ -218,9 +290,14 @@ def test_publish_emits_the_asset_event(passed_run):
             ("synthetic_release_af_pass", "publish", dr.run_id)]
 
 
-def test_impossible_gate_fails_evaluate_and_never_publishes(airflow_db, mlflow_server, af_workspace, one_thread):
+def test_impossible_gate_fails_evaluate_and_never_publishes(airflow_db, mlflow_server, af_workspace, one_thread,
+                                                           capfd):
     dag, root = _dag(af_workspace, mlflow_server, FAIL_GATE, "af_fail")
     dr = dag.test(logical_date=DATE)
+    logged = capfd.readouterr().out  # dag.test logs the task's exception instead of raising it
+    failure = next(ln for ln in logged.splitlines() if ln.startswith("airflow.sdk.exceptions.AirflowFailException"))
+    assert "release gate failed for af_fail 2024-05-17; failed checks: evidence: insufficient evidence" in failure
+    assert "Report in MLflow: mlflow-artifacts:/" in failure and "report/report.html" in failure
     states = _states(dr)
     assert str(dr.state) == "failed"
     assert states["evaluate"] == "failed" and states["publish"] == "upstream_failed"
@@ -232,19 +309,21 @@ def test_impossible_gate_fails_evaluate_and_never_publishes(airflow_db, mlflow_s
     assert not (root.parent / ".staging" / "af_fail" / "2024-05-17").exists()
 
 
-def test_the_example_etl_dag_runs_its_task_group_end_to_end(airflow_db, mlflow_server, tmp_path, monkeypatch,
-                                                             one_thread):
-    """The shipped example file itself, loaded from a copy whose release config has a tiny budget."""
-
+def test_the_example_etl_dags_run_both_integrations_end_to_end(airflow_db, mlflow_server, tmp_path, monkeypatch,
+                                                                one_thread):
+    """The shipped example file itself, loaded from a copy whose release configs have a tiny budget:
+    (a) the TaskGroup after the load task; (b) the asset-scheduled DAG, run as Airflow 3 runs it on
+    an asset event, without a logical date (the release is dated by run_after)."""
     folder = tmp_path / "dags"
     (folder / "configs" / "etl").mkdir(parents=True)
     shutil.copy(DAGS / "etl_with_synthetic_release.py", folder)
-    cfg = yaml.safe_load((DAGS / "configs" / "etl" / "prices.yaml").read_text())
-    cfg["schema"] = str(REPO / "synth_pipeline" / "configs" / "nasdaq100.schema.yaml")
-    cfg["model"]["overrides"] = TINY
-    cfg["gate"] = PASS_GATE
-    cfg["generate"] = {"n_sequences": 40}
-    (folder / "configs" / "etl" / "prices.yaml").write_text(yaml.safe_dump(cfg))
+    for name in ("prices.yaml", "prices_on_asset.yaml"):
+        cfg = yaml.safe_load((DAGS / "configs" / "etl" / name).read_text())
+        cfg["schema"] = str(REPO / "synth_pipeline" / "configs" / "nasdaq100.schema.yaml")
+        cfg["model"]["overrides"] = TINY
+        cfg["gate"] = PASS_GATE
+        cfg["generate"] = {"n_sequences": 40}
+        (folder / "configs" / "etl" / name).write_text(yaml.safe_dump(cfg))
     monkeypatch.setenv("SYNTH_ETL_LANDING", str(tmp_path / "landing"))
     monkeypatch.setenv("SYNTH_PIPELINE_RELEASE_ROOT", str(tmp_path / "releases"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
@@ -258,3 +337,7 @@ def test_the_example_etl_dag_runs_its_task_group_end_to_end(airflow_db, mlflow_s
     load_outlets = [a.uri for a in bag.dags["etl_prices"].get_task("load_prices").outlets]
     downstream = bag.dags["synthetic_release_after_etl"]
     assert [a.uri for a in downstream.timetable.asset_condition.objects] == load_outlets
+    dr = downstream.test(logical_date=None, run_after=DATE.add(hours=3))
+    assert dr.logical_date is None
+    assert str(dr.state) == "success", _states(dr)
+    assert (tmp_path / "releases" / "prices_on_asset" / "2024-05-17" / rel.SUCCESS).exists()
