@@ -52,8 +52,9 @@ class SyntheticStageOperator(BaseOperator):
     template_fields = ("config", "logical_date", "release_root", "tracking_uri")
     ui_color = "#e8f4ea"
 
-    def __init__(self, *, config: str, logical_date: str = DEFAULT_LOGICAL_DATE, release_root: str | None = None,
-                 tracking_uri: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, config: str, logical_date: str = DEFAULT_LOGICAL_DATE,
+                 release_root: str | None = None, tracking_uri: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("retries", 0)  # compute stages: a deployment-wide default_task_retries does not apply
         super().__init__(**kwargs)
         self.config, self.logical_date = config, logical_date
         self.release_root, self.tracking_uri = release_root, tracking_uri
