@@ -184,7 +184,11 @@ def search(
         dist, index = nearest(queries, refs, k, progress=progress, **block_kw)
         return dist, index, SearchInfo("exact", nq, d, projected_dims=m, explained_variance=explained)
     kk = min(candidates + 1, nr)
-    lb, cand = nearest(_lift(queries, mean, basis), _lift(refs, mean, basis), kk, progress=progress, **block_kw)
+    # low-dimensional GEMMs are cheap, so the per-block top-k and merge dominate: bigger blocks
+    # (256 MiB of distances) halve their count (40k x 40k benchmark: 13.8 s -> 10.2 s)
+    lifted_blocks = {"block_q": 4096, "block_r": 16384, **block_kw}
+    lb, cand = nearest(_lift(queries, mean, basis), _lift(refs, mean, basis), kk, progress=progress,
+                       **lifted_blocks)
     exact = _exact_rows(queries, refs, cand[:, : kk - 1])
     order = np.argsort(exact, axis=1, kind="stable")[:, :k]
     dist = np.take_along_axis(exact, order, 1)
