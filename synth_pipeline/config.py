@@ -14,6 +14,9 @@ import yaml
 from synth_pipeline.errors import ConfigError
 
 SOLVERS = ("ddpm", "dpm++2m", "dpm++2m-sde")  # reverse updates (models/scheduler.py)
+OBJECTIVES = ("vae", "psld")  # autoencoder objective: KL-annealed VAE, or PSLD (models/psld.py)
+REFINES = ("none", "l2d")  # data-space refinement of decoded sequences (models/refine.py)
+LONGS = ("none", "stage")  # long-sequence prior: one denoiser over all steps, or Stage-Diff (models/stage.py)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU, a few minutes on the sample data
@@ -75,6 +78,19 @@ class ModelConfig:
     ema_decay: float = 0.995
     static_dropout: float = 0.3  # share of training sequences whose static condition is hidden
     p_unconditional: float = 0.5  # share of training sequences with no known cells (mask API)
+    # seed methods (issue 7), all off by default: see benchmarks/README.md "Seed methods (issue 7)"
+    objective: str = "vae"  # vae | psld: no KL; decoder trained on diffused latents + collapse penalty
+    psld_L: int = 1000  # PSLD diffusion chain length (replaces num_timesteps for the prior)
+    psld_N: int = 50  # variational-inference steps i ~ U{0..N}; sampling stops at such an i
+    psld_M: int = 100  # collapse simulation on steps k ~ U{M..L}
+    psld_gamma: int = 2  # VI weight alpha_bar[gamma * i]
+    psld_eta: float = 1.0  # collapse weight 1 - alpha_bar[ceil(k / eta)]
+    refine: str = "none"  # none | l2d: data-space diffusion on numeric columns, conditioned on the latent
+    refine_steps: int | None = None  # refiner training steps (None: diffusion_steps)
+    long: str = "none"  # none | stage: Stage-Diff prior (stage-wise, trend/residual decomposition)
+    stage_length: int = 64  # steps per stage; sequences must have at least this many
+    stage_patch: int = 8  # patch length inside a stage (divides stage_length)
+    stage_scales: int = 3  # progressive trend/residual decomposition layers per stage
     # static attribute model
     static_steps: int = 300
     # training loop
@@ -94,6 +110,7 @@ class ModelConfig:
             raise ConfigError(f"unknown model.solver '{self.solver}'; valid: {', '.join(SOLVERS)}")
         if self.beta_schedule not in ("linear", "cosine"):
             raise ConfigError(f"unknown model.beta_schedule '{self.beta_schedule}'; valid: linear, cosine")
+        _check_options(self)
         self.clip_quantiles = tuple(self.clip_quantiles)  # type: ignore[assignment]
         lo, hi = self.clip_quantiles
         if not 0 <= lo < hi <= 1:
@@ -121,6 +138,36 @@ class ModelConfig:
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         _check_keys(d)
         return cls(**d)
+
+
+def _check_options(c: ModelConfig) -> None:
+    """Issue-7 options: unknown values list the valid ones; impossible PSLD / Stage-Diff settings
+    fail here, before any training."""
+    for name, valid in (("objective", OBJECTIVES), ("refine", REFINES), ("long", LONGS)):
+        if getattr(c, name) not in valid:
+            raise ConfigError(f"unknown model.{name} '{getattr(c, name)}'; {name} must be one of: {', '.join(valid)}")
+    L = int(c.psld_L)
+    if L < 2:
+        raise ConfigError(f"model.psld_L={c.psld_L} must be an integer >= 2 (the paper uses 1000)")
+    if not 0 <= int(c.psld_N) <= L:
+        raise ConfigError(f"model.psld_N={c.psld_N} must be in [0, psld_L={L}] (the paper uses N=50 with L=1000)")
+    if not 1 <= int(c.psld_M) <= L:
+        raise ConfigError(f"model.psld_M={c.psld_M} must be in [1, psld_L={L}] (the paper uses M=100 with L=1000)")
+    if int(c.psld_gamma) < 1 or int(c.psld_gamma) * int(c.psld_N) > L:
+        raise ConfigError(
+            f"model.psld_gamma={c.psld_gamma} must be an integer >= 1 with psld_gamma * psld_N <= psld_L "
+            f"(valid here: 1..{max(1, L // max(int(c.psld_N), 1))})"
+        )
+    if not c.psld_eta >= 1:
+        raise ConfigError(f"model.psld_eta={c.psld_eta} must be >= 1")
+    if c.refine_steps is not None and int(c.refine_steps) < 1:
+        raise ConfigError("model.refine_steps must be a positive integer (or null: diffusion_steps)")
+    if int(c.stage_patch) < 1 or int(c.stage_length) < int(c.stage_patch) or int(c.stage_length) % int(c.stage_patch):
+        raise ConfigError(
+            f"model.stage_length={c.stage_length} must be a positive multiple of model.stage_patch={c.stage_patch}"
+        )
+    if int(c.stage_scales) < 1:
+        raise ConfigError(f"model.stage_scales={c.stage_scales} must be >= 1")
 
 
 def _check_keys(values: dict[str, Any]) -> None:

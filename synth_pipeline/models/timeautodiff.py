@@ -23,9 +23,13 @@ from torch import nn
 
 from synth_pipeline.config import ModelConfig
 from synth_pipeline.encoding import EncodedData
-from synth_pipeline.errors import ModelFileError
+from synth_pipeline.errors import ConfigError, ModelFileError
 from synth_pipeline.models.denoiser import LatentDenoiser
+from synth_pipeline.models.psld import PSLD, information_free_loss
+from synth_pipeline.models.refine import L2DRefiner, fit_refiner
+from synth_pipeline.models.refine import refine as l2d_refine
 from synth_pipeline.models.scheduler import make_scheduler
+from synth_pipeline.models.stage import StageDenoiser
 from synth_pipeline.models.static import StaticAR
 from synth_pipeline.models.vae import Batch, MixedVAE
 
@@ -108,9 +112,20 @@ class TimeAutoDiff:
         torch.manual_seed(config.seed)  # weight initialisation is part of a seeded run
         n_enc = dims["n_num"] + len(dims["cat_cards"]) + sum(dims["num_missing"])
         self.latent_dim = config.latent_dim or (n_enc if n_enc <= 8 else max(8, n_enc // 2))
+        if config.long == "stage" and dims["max_len"] < config.stage_length:
+            raise ConfigError(
+                f"model.long=stage needs sequences of at least one stage: model.stage_length={config.stage_length} "
+                f"but the data's sequences have {dims['max_len']} steps; set model.stage_length to a multiple of "
+                f"model.stage_patch={config.stage_patch} in [{config.stage_patch}, {dims['max_len']}], or model.long=none"
+            )
+        if config.refine == "l2d" and not dims["n_num"]:
+            raise ConfigError("model.refine=l2d refines numeric columns but this table has no time-varying numeric "
+                              "column; use model.refine=none")
+        # PSLD: the prior is the very chain the decoder was trained on (length psld_L); Stage-Diff predicts x0
         self.scheduler = make_scheduler(
-            config.solver, num_train_timesteps=config.num_timesteps, beta_schedule=config.beta_schedule,
-            prediction_type=config.prediction_type,
+            config.solver, num_train_timesteps=config.psld_L if config.objective == "psld" else config.num_timesteps,
+            beta_schedule=config.beta_schedule,
+            prediction_type="sample" if config.long == "stage" else config.prediction_type,
         )
         self.vae = MixedVAE(
             dims["n_num"], dims["num_missing"], dims["cat_cards"], dims["static_cards"], dims["n_calendar"],
@@ -119,13 +134,33 @@ class TimeAutoDiff:
         # the prior sees the entity's attributes but not its level tokens: a unique level combination
         # would let it key (memorise) a training trajectory; levels enter through the decoder only
         self.n_static_cond = dims.get("n_static_columns", len(dims["static_cards"]))
-        self.denoiser = LatentDenoiser(
-            self.latent_dim, dims["n_num"], dims["cat_cards"], dims["static_cards"][: self.n_static_cond],
-            dims["n_calendar"],
-            config.hidden_dim, config.denoiser_layers, config.denoiser, config.embed_dim,
-        ).to(self.device)
+        self.psld = None
+        if config.objective == "psld":
+            self.psld = PSLD(self.scheduler, self.latent_dim, config.psld_N, config.psld_M, config.psld_gamma,
+                             config.psld_eta).to(self.device)
+        if config.long == "stage":
+            self.denoiser = StageDenoiser(
+                self.latent_dim, dims["n_num"], dims["cat_cards"], dims["static_cards"][: self.n_static_cond],
+                dims["n_calendar"], config.hidden_dim, config.stage_length, config.stage_patch, config.stage_scales,
+                config.denoiser_layers, config.embed_dim,
+            ).to(self.device)
+        else:
+            self.denoiser = LatentDenoiser(
+                self.latent_dim, dims["n_num"], dims["cat_cards"], dims["static_cards"][: self.n_static_cond],
+                dims["n_calendar"],
+                config.hidden_dim, config.denoiser_layers, config.denoiser, config.embed_dim,
+            ).to(self.device)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
         self.static_model = StaticAR(dims["static_cards"], config.hidden_dim).to(self.device)
+        self.refiner = self.refiner_ema = None
+        if config.refine == "l2d":
+            self.refine_scheduler = make_scheduler(
+                config.solver, num_train_timesteps=config.num_timesteps, beta_schedule=config.beta_schedule,
+                prediction_type="sample",  # L2D-Diff's x0-prediction
+            )
+            self.refiner = L2DRefiner(dims["n_num"], self.latent_dim, dims["static_cards"], dims["n_calendar"],
+                                      config.hidden_dim, config.denoiser_layers).to(self.device)
+            self.refiner_ema = copy.deepcopy(self.refiner).requires_grad_(False)
         self.latent_mean = torch.zeros(self.latent_dim)
         self.latent_std = torch.ones(self.latent_dim)
         self.history: list[dict[str, float]] = []
@@ -148,9 +183,13 @@ class TimeAutoDiff:
         pres = torch.from_numpy(data.present).bool()
         flat = latents[pres]
         self.latent_mean, self.latent_std = flat.mean(0), flat.std(0).clamp(min=1e-3)
+        if self.psld is not None:  # v is standardised already; the prior must diffuse v itself (Alg. 2 decodes z_i)
+            self.latent_mean, self.latent_std = torch.zeros(self.latent_dim), torch.ones(self.latent_dim)
         z = ((latents - self.latent_mean) / self.latent_std) * pres[..., None]
         self._fit_diffusion(data, z, tr_idx, val_idx, gen)
         self._fit_static(data, tr_idx, val_idx, gen)
+        if self.refiner is not None:
+            fit_refiner(self, data, latents, tr_idx, val_idx, gen)
         self.fit_seconds = time.perf_counter() - t0
         if log:
             log(f"trained in {self.fit_seconds:.1f}s on {self.device}")
@@ -222,26 +261,39 @@ class TimeAutoDiff:
             return cfg.kl_start * ratio ** (step / max(cfg.vae_steps - 1, 1))
 
         crop = cfg.vae_crop if cfg.vae_crop and cfg.vae_crop < data.num.shape[1] else None
+        pgen = torch.Generator().manual_seed(cfg.seed + 3)
+        if self.psld is not None:
+            tr = data.subset(tr_idx)
+            self.psld.set_reference(information_free_loss(
+                tr.num, tr.num_miss, tr.cat, tr.present, self.vae.miss_idx, self.dims["cat_cards"]))
 
         def train_step(step: int):
             b = _to_batch(data, self._batch_idx(tr_idx, gen, crop), self.device, crop, gen)
+            if self.psld is not None:
+                return self.psld.loss(self.vae, b, pgen)
             return self.vae.loss(b, beta(step), cfg.latent_noise)
 
         def val_loss() -> float:
             with torch.inference_mode():
-                mu, _ = self.vae.encode(vb)
+                mu = self._encode_mean(vb)
                 return float(self.vae.reconstruction_loss(self.vae.decode(mu, vb.calendar, vb.static), vb)[0])
 
         self._loop("vae", cfg.vae_steps, list(self.vae.parameters()), cfg.vae_lr, train_step,
-                   val_loss if vb is not None else None, [self.vae])
+                   val_loss if vb is not None else None, [self.vae] + ([self.psld] if self.psld is not None else []))
+
+    def _encode_mean(self, b: Batch) -> torch.Tensor:
+        """The decoder-space latent of real sequences: the posterior mean (PSLD: the standardised v)."""
+        return self.psld.encode(self.vae, b) if self.psld is not None else self.vae.encode(b)[0]
 
     @torch.inference_mode()
     def _posterior_means(self, data: EncodedData) -> torch.Tensor:
         self.vae.eval()
+        if self.psld is not None:
+            self.psld.eval()
         out = []
         for s in range(0, len(data), 1024):
             b = _to_batch(data, np.arange(s, min(s + 1024, len(data))), self.device)
-            out.append(self.vae.encode(b)[0].cpu())
+            out.append(self._encode_mean(b).cpu())
         return torch.cat(out)
 
     def _random_known(self, b: Batch, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -343,7 +395,16 @@ class TimeAutoDiff:
         mask = c.static_known.to(self.device) if c.static_known is not None else None
         return self.static_model.sample(n, known, mask, generator=g)
 
-    def _sample_batch(self, c: Conditions, static: torch.Tensor, g: torch.Generator) -> dict[str, np.ndarray]:
+    @torch.inference_mode()
+    def sample_latents(self, n: int, conditions: Conditions, seed: int = 0) -> dict[str, torch.Tensor]:
+        """The decoder's inputs for ``n`` generated sequences (latent, calendar, present, static), exactly
+        as ``sample`` makes them: what the dependency diagnostic (evaluation/dependency.py) probes."""
+        for m in (self.vae, self.ema, self.static_model):
+            m.eval()
+        g = torch.Generator().manual_seed(seed)
+        return self._sample_batch(conditions, self._sample_static(n, conditions, g), g, decode=False)
+
+    def _sample_batch(self, c: Conditions, static: torch.Tensor, g: torch.Generator, decode: bool = True) -> dict:
         dev = self.device
         B, T = c.present.shape
         Fn, cards = self.dims["n_num"], self.dims["cat_cards"]
@@ -356,15 +417,26 @@ class TimeAutoDiff:
         else:
             kc = card_t.expand(B, T, -1).clone() if len(cards) else torch.zeros(B, T, 0, dtype=torch.long, device=dev)
         z = torch.randn(B, T, self.latent_dim, generator=g).to(dev)
-        ts = self.scheduler.set_timesteps(self.config.sampling_steps).tolist()
-        for i, t in enumerate(ts):
-            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-            eps = self.ema(
-                z, torch.full((B,), t, device=dev), cal, pres, static[:, : self.n_static_cond], kn * kn_mask, kn_mask, kc
-            )
-            z = self.scheduler.step(eps, t, t_prev, z, eta=self.config.eta, generator=g)
+
+        def denoise(z_t: torch.Tensor, t_vec: torch.Tensor) -> torch.Tensor:
+            return self.ema(z_t, t_vec, cal, pres, static[:, : self.n_static_cond], kn * kn_mask, kn_mask, kc)
+
+        if self.psld is not None:  # Algorithm 2: the chain stops at step N, then each sequence at its i <= N
+            pairs = self.psld.reverse_pairs(self.config.sampling_steps)
+        else:
+            ts = self.scheduler.set_timesteps(self.config.sampling_steps).tolist()
+            pairs = list(zip(ts, ts[1:] + [-1], strict=True))
+        for t, t_prev in pairs:
+            z = self.scheduler.step(denoise(z, torch.full((B,), t, device=dev)), t, t_prev, z, eta=self.config.eta,
+                                    generator=g)
+        if self.psld is not None:
+            z = self.psld.finish(z, denoise, g)
         z = z * self.latent_std.to(dev) + self.latent_mean.to(dev)
+        if not decode:
+            return {"z": z, "calendar": cal, "present": pres, "static": static}
         out = self.vae.decode(z, cal, static)
+        if self.refiner is not None:
+            out["num"] = l2d_refine(self, z, out["num"], cal, pres, static, g)
         num = out["num"]
         miss = torch.zeros(B, T, Fn, device=dev)
         mi = self.vae.miss_idx
@@ -401,6 +473,10 @@ class TimeAutoDiff:
             "static": self.static_model.state_dict(),
             "latent_mean": self.latent_mean, "latent_std": self.latent_std,
         }
+        if self.psld is not None:
+            state["psld"] = self.psld.state_dict()
+        if self.refiner is not None:
+            state["refiner"], state["refiner_ema"] = self.refiner.state_dict(), self.refiner_ema.state_dict()
         atomic_write(directory / "weights.pt", lambda p: torch.save(state, p))
 
     @classmethod
@@ -419,6 +495,11 @@ class TimeAutoDiff:
         model.ema.load_state_dict(state["ema"])
         model.denoiser.load_state_dict(state["denoiser"])
         model.static_model.load_state_dict(state["static"])
+        if model.psld is not None:
+            model.psld.load_state_dict(state["psld"])
+        if model.refiner is not None:
+            model.refiner.load_state_dict(state["refiner"])
+            model.refiner_ema.load_state_dict(state["refiner_ema"])
         model.latent_mean, model.latent_std = state["latent_mean"].cpu(), state["latent_std"].cpu()
         model.history, model.fit_seconds = meta.get("history", []), meta.get("fit_seconds", 0.0)
         return model

@@ -1,0 +1,114 @@
+"""L2D-Diff refinement (papers/l2d-diff_latent-to-data-cascaded-diffusion.txt).
+
+``model.refine=l2d`` cascades a second, data-space diffusion after the latent one: the latent
+prior generates the representation c, and a data-space denoiser x_theta(x^k, k, F(c)) generates
+the numeric columns conditioned on it, trained with x0-prediction
+(L_x = E ||x^0 - x_theta(x^k, k, F(c))||^2). Its output replaces the VAE decoder's numeric values;
+missing flags and categories still come from the decoder.
+
+F(c) here is the latent trajectory together with what the frozen VAE decoder makes of it (its
+numeric output): the refiner then only has to add the fine detail the per-step decoder loses.
+
+Training conditions on the real sequence's latent with conditioning augmentation (the noise the
+latent meets at sampling: the PSLD forward kernel at j ~ U{0..N}, or the VAE's latent-noise floor),
+so the refiner does not rely on latents more exact than the prior will produce.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from synth_pipeline.models.denoiser import step_embedding
+from synth_pipeline.models.scheduler import DDPMScheduler
+from synth_pipeline.models.vae import StaticEmbedding, position_features
+
+if TYPE_CHECKING:
+    from synth_pipeline.encoding import EncodedData
+    from synth_pipeline.models.timeautodiff import TimeAutoDiff
+
+
+class L2DRefiner(nn.Module):
+    """x_theta(x^k, k, F(c)): a bidirectional GRU over [x^k, c, decode(c), position, calendar]."""
+
+    def __init__(self, n_num: int, latent_dim: int, static_cards: list[int], n_calendar: int, hidden: int,
+                 layers: int = 1):
+        super().__init__()
+        self.hidden = hidden
+        self.inp = nn.Linear(2 * n_num + latent_dim + 9 + n_calendar + 1, hidden)
+        self.t_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.static_emb = StaticEmbedding(static_cards, hidden)
+        self.body = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True, bidirectional=True)
+        self.out = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, n_num))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, dec_num: torch.Tensor,
+                calendar: torch.Tensor, present: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        pos = position_features(T, x.device).expand(B, -1, -1)
+        h = self.inp(torch.cat([x, c, dec_num, pos, calendar, present[..., None]], -1))
+        h = h + (self.t_mlp(step_embedding(t, self.hidden)) + self.static_emb(static))[:, None, :]
+        return self.out(self.body(h)[0])
+
+
+def condition_latent(model: TimeAutoDiff, latent: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Conditioning augmentation: the real latent as noisy as a generated one reaches the decoder."""
+    if model.psld is not None:
+        return model.psld.vi_latent(latent, g)
+    noise = model.config.latent_noise * model.latent_std.to(latent.device)
+    return latent + noise * torch.randn(latent.shape, generator=g).to(latent.device)
+
+
+def fit_refiner(model: TimeAutoDiff, data: EncodedData, latents: torch.Tensor, tr_idx: np.ndarray,
+                val_idx: np.ndarray, gen: np.random.Generator) -> None:
+    """Train ``model.refiner`` (EMA copy in ``model.refiner_ema``) on the decoder-space latents."""
+    from synth_pipeline.models.timeautodiff import _to_batch
+
+    cfg, dev, sch = model.config, model.device, model.refine_scheduler
+    latents = latents.to(dev)
+    tgen = torch.Generator().manual_seed(cfg.seed + 2)
+    model.vae.eval()
+
+    def loss_of(idx: np.ndarray, g: torch.Generator, net: nn.Module) -> torch.Tensor:
+        b = _to_batch(data, idx, dev)
+        c = condition_latent(model, latents[torch.as_tensor(idx, device=dev)], g) * b.present[..., None]
+        with torch.no_grad():
+            dec = model.vae.decode(c, b.calendar, b.static)["num"]
+        t = torch.randint(0, sch.num_train_timesteps, (len(idx),), generator=g).to(dev)
+        xk = sch.add_noise(b.num, torch.randn(b.num.shape, generator=g).to(dev), t)
+        pred = net(xk, t, c, dec, b.calendar, b.present, b.static)
+        w = b.present[..., None] * (1 - b.num_miss)
+        return ((pred - b.num) ** 2 * w).sum() / w.sum().clamp(min=1)
+
+    def ema_update() -> None:
+        with torch.no_grad():
+            for pe, p in zip(model.refiner_ema.parameters(), model.refiner.parameters(), strict=True):
+                pe.lerp_(p, 1 - cfg.ema_decay)
+
+    def train_step(step: int):
+        return loss_of(model._batch_idx(tr_idx, gen, latents.shape[1]), tgen, model.refiner), {}
+
+    def val_loss() -> float:
+        with torch.inference_mode():
+            return float(loss_of(val_idx, torch.Generator().manual_seed(11), model.refiner_ema))
+
+    model._loop("refine", cfg.refine_steps or cfg.diffusion_steps, list(model.refiner.parameters()), cfg.diffusion_lr,
+                train_step, val_loss if len(val_idx) else None, [model.refiner, model.refiner_ema], after_step=ema_update)
+
+
+@torch.inference_mode()
+def refine(model: TimeAutoDiff, z: torch.Tensor, dec_num: torch.Tensor, calendar: torch.Tensor,
+           present: torch.Tensor, static: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Generate the numeric columns [B, T, Fn] given the generated latent ``z`` (x0-prediction chain)."""
+    sch: DDPMScheduler = model.refine_scheduler
+    net = model.refiner_ema.eval()
+    B = z.shape[0]
+    x = torch.randn(dec_num.shape, generator=g).to(z.device)
+    ts = sch.set_timesteps(model.config.sampling_steps).tolist()
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        pred = net(x, torch.full((B,), t, device=z.device), z, dec_num, calendar, present, static)
+        x = sch.step(pred, t, t_prev, x, eta=model.config.eta, generator=g)
+    return x
