@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from synth_pipeline.ingest import coerce, parse_times
 from synth_pipeline.io_utils import atomic_write_json
 from synth_pipeline.models.timeautodiff import Conditions, TimeAutoDiff
 from synth_pipeline.schema import DatasetSchema
+
+if TYPE_CHECKING:  # the evaluation package is heavy to import; the diagnostic imports it when called
+    from synth_pipeline.evaluation.dependency import DependencyResult
 
 MAX_START_SUPPORT = 2000
 
@@ -113,6 +116,28 @@ class Synthesizer:
         if known_frame is not None:
             table = _fix_known_cells(table, *known_frame)
         return table
+
+    def dependency(self, n: int = 32, seed: int | None = None, n_points: int = 32,
+                   max_steps: int | None = 128) -> DependencyResult:
+        """PSLD dependency measures of the trained decoder on ``n`` generated sequences: how much each
+        output step is driven by the latent steps versus the calendar context (evaluation/dependency.py).
+        ``result.metrics()`` goes to MLflow, ``result.heatmap_png()`` into the audit report. Long
+        sequences: only the first ``max_steps`` output steps are analysed (every latent step is a column)."""
+        from synth_pipeline.evaluation.dependency import decoder_outputs, dependency_measures
+
+        enc, model = self._require_fitted()
+        if n < 1:
+            raise ConditioningError(f"dependency(n={n}): pass n >= 1 generated sequences")
+        seed = self.config.seed if seed is None else seed
+        lengths, starts = self._draw_layout(n, np.random.default_rng(seed))
+        lat = model.sample_latents(n, self._layout_conditions(lengths, starts), seed=seed)
+        static = lat["static"].clone()
+        result = dependency_measures(decoder_outputs(model.vae, static), lat["z"].clone(), lat["calendar"].clone(),
+                                     lat["present"].clone(), n_points=n_points, max_steps=max_steps)
+        cfg = self.config
+        result.notes = {"objective": cfg.objective, "refine": cfg.refine, "long": cfg.long,
+                        "decoder": "VAE decoder (the L2D refiner, when on, is not part of it)"}
+        return result
 
     def _draw_layout(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         lc = np.asarray(self.length_counts, dtype=float)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from synth_pipeline.evaluation.dependency import COLLAPSE_THRESHOLD
 from synth_pipeline.evaluation.fidelity.autocorrelation import acf
 from synth_pipeline.evaluation.fidelity.correlation import correlation_matrix
 from synth_pipeline.evaluation.fidelity.marginals import column_values
@@ -245,6 +246,27 @@ def _metrics_table(result: EvaluationResult) -> str:
             "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
+def _dependency_section(result: EvaluationResult) -> str:
+    """The decoder's dependency on its latent (evaluation/dependency.py), when the caller attached a
+    ``DependencyResult`` as ``result.artifacts["dependency"]`` (aggregates over generated sequences)."""
+    dep = result.artifacts.get("dependency")
+    if dep is None:
+        return ""
+    s = dep.summary()
+    verdict = "<span class='bad'>collapsed</span>" if s["collapsed"] else "<span class='ok'>not collapsed</span>"
+    return (
+        "<h2>Decoder dependency on the latent</h2>"
+        f"<p>Latent dependency {_fmt(s['latent_dependency'])} ({verdict}; threshold {_fmt(COLLAPSE_THRESHOLD)}), "
+        f"own-step {_fmt(s['local_latent_dependency'])}, calendar context {_fmt(s['context_dependency'])}; "
+        f"first / last output step {_fmt(s['latent_dependency_first'])} / {_fmt(s['latent_dependency_last'])}; "
+        f"{s['n_sequences']} generated sequences, rows sum to 1 within {_fmt(s['completeness_gap'])}.</p>"
+        f'<div class="plot"><img alt="dependency heatmap" src="data:image/png;base64,{dep.heatmap_png()}"></div>'
+        "<p class='note'>Integrated-gradient dependency measures (PSLD paper, Sec. 3.2): each row splits one decoder "
+        "output step among the latent steps and the calendar context. Near 0 latent dependency means the decoder "
+        "ignores its latent (posterior collapse).</p>"
+    )
+
+
 def render_report(result: EvaluationResult) -> str:
     g = result.gate
     verdict = "PASSED" if g.passed else "FAILED"
@@ -273,6 +295,7 @@ def render_report(result: EvaluationResult) -> str:
         "<p class='note'>Each synthetic sequence's distance to its nearest train-sample sequence and to its nearest "
         "holdout sequence (equal-size sets). A generator that memorizes puts the first histogram left of the second."
         "</p>",
+        _dependency_section(result),
         "<p class='note'>This page holds aggregates only: no real row, value or identifier.</p>",
         "</body></html>",
     ]

@@ -421,16 +421,14 @@ class TimeAutoDiff:
         def denoise(z_t: torch.Tensor, t_vec: torch.Tensor) -> torch.Tensor:
             return self.ema(z_t, t_vec, cal, pres, static[:, : self.n_static_cond], kn * kn_mask, kn_mask, kc)
 
-        if self.psld is not None:  # Algorithm 2: the chain stops at step N, then each sequence at its i <= N
-            pairs = self.psld.reverse_pairs(self.config.sampling_steps)
+        if self.psld is not None:  # Algorithm 2: each sequence's chain stops at its own i ~ U{0..N}
+            z = self.psld.reverse(z, denoise, self.config.sampling_steps, self.config.eta, g)
         else:
             ts = self.scheduler.set_timesteps(self.config.sampling_steps).tolist()
-            pairs = list(zip(ts, ts[1:] + [-1], strict=True))
-        for t, t_prev in pairs:
-            z = self.scheduler.step(denoise(z, torch.full((B,), t, device=dev)), t, t_prev, z, eta=self.config.eta,
-                                    generator=g)
-        if self.psld is not None:
-            z = self.psld.finish(z, denoise, g)
+            for i, t in enumerate(ts):
+                t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+                z = self.scheduler.step(denoise(z, torch.full((B,), t, device=dev)), t, t_prev, z,
+                                        eta=self.config.eta, generator=g)
         z = z * self.latent_std.to(dev) + self.latent_mean.to(dev)
         if not decode:
             return {"z": z, "calendar": cal, "present": pres, "static": static}
