@@ -279,6 +279,26 @@ def test_stage_network_is_causal_across_stages_and_fuses_history() -> None:
     assert trend_kernels(64, 3) == [17, 9, 1]
 
 
+def test_stage_alignment_starts_each_stage_where_the_previous_ended() -> None:
+    """With a full alignment weight at a stage's first step, stage m begins exactly at stage m-1's
+    last value (no seam); the weights start at zero (the stages' own estimates)."""
+    torch.manual_seed(0)
+    C, Ls, T, B = 2, 16, 48, 2
+    net = StageDenoiser(C, 2, [3], [4], 8, hidden=16, stage_length=Ls, patch=4, scales=2).eval()
+    args = (torch.randint(0, 10, (B,)), torch.randn(B, T, 8), torch.ones(B, T), torch.randint(0, 4, (B, 1)),
+            torch.zeros(B, T, 2), torch.zeros(B, T, 2), torch.full((B, T, 1), 3))
+    z = torch.randn(B, T, C)
+    assert torch.count_nonzero(net.align) == 0
+    with torch.no_grad():
+        free = net(z, *args)
+        net.align[0] = 1.0
+        aligned = net(z, *args)
+    for m in (1, 2):
+        assert (free[:, m * Ls] - free[:, m * Ls - 1]).abs().max() > 1e-3  # untrained stages jump
+        torch.testing.assert_close(aligned[:, m * Ls], aligned[:, m * Ls - 1])
+    torch.testing.assert_close(aligned[:, :Ls], free[:, :Ls])  # the first stage has nothing to align to
+
+
 @pytest.fixture(scope="module")
 def etth1(shared_data):
     return read_source(shared_data / "etth1.csv").iloc[:4096].reset_index(drop=True)
