@@ -52,7 +52,7 @@ class ModelConfig:
     min_condition_count: int = 5  # static model: rarer parent categories are conditioned on jointly
     entity_levels: bool = True  # model each sequence's level separately from its dynamics
     # VAE (feature-axis compression)
-    latent_dim: int | None = None  # None: min(F, max(4, F // 2)) over encoded feature channels
+    latent_dim: int | None = None  # None: models.timeautodiff.default_latent_dim (columns, many-level categoricals)
     hidden_dim: int = 64
     embed_dim: int = 8
     n_fourier: int = 4

@@ -191,3 +191,14 @@ def test_transformer_denoiser_trains_and_samples(shared_data):
     cfg = quick_config(denoiser="transformer", vae_steps=20, diffusion_steps=20, static_steps=5, eval_every=10)
     out = Synthesizer(schema, cfg).fit(raw).sample(4, seed=0)
     assert len(out) == 4 * 24
+
+
+def test_default_latent_dim_gives_many_level_categoricals_their_own_channels():
+    from synth_pipeline.models.timeautodiff import default_latent_dim
+
+    assert default_latent_dim(3, 0, []) == 3  # nasdaq100 dynamics: one channel per column
+    assert default_latent_dim(7, 1, [4]) == 8  # pollution: 9 columns, compressed to 8
+    assert default_latent_dim(20, 0, []) == 10  # many numerics: halved
+    assert default_latent_dim(5, 0, [12, 11, 35]) == 5 + 4 + 4 + 6  # metro_traffic's weather columns
+    assert default_latent_dim(0, 0, [10**6]) == 20
+    assert default_latent_dim(200, 0, [10**6] * 10) == 64  # capped

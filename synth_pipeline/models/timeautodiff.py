@@ -105,13 +105,23 @@ class Progress:
             self.bar.close()
 
 
+def default_latent_dim(n_num: int, n_missing: int, cat_cards: list[int]) -> int:
+    """Latent channels when ``model.latent_dim`` is None. Numerics, missing flags and categoricals
+    of up to 8 levels share a compressed budget (one channel each up to 8, else half, at least 8);
+    a categorical with more levels adds ceil(log2 K) channels of its own. With one channel per
+    column, the 11- and 35-level weather columns of metro_traffic were squeezed together: small
+    errors of the prior flipped the category (discriminative 0.38 at 8 channels, 0.17 at 19)."""
+    small = n_num + n_missing + sum(1 for k in cat_cards if k <= 8)
+    base = small if small <= 8 else max(8, small // 2)
+    return min(64, max(1, base + sum(math.ceil(math.log2(k)) for k in cat_cards if k > 8)))
+
+
 class TimeAutoDiff:
     def __init__(self, config: ModelConfig, dims: dict[str, Any]):
         self.config, self.dims = config, dims
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)  # weight initialisation is part of a seeded run
-        n_enc = dims["n_num"] + len(dims["cat_cards"]) + sum(dims["num_missing"])
-        self.latent_dim = config.latent_dim or (n_enc if n_enc <= 8 else max(8, n_enc // 2))
+        self.latent_dim = config.latent_dim or default_latent_dim(dims["n_num"], sum(dims["num_missing"]), dims["cat_cards"])
         if config.long == "stage" and dims["max_len"] < config.stage_length:
             raise ConfigError(
                 f"model.long=stage needs sequences of at least one stage: model.stage_length={config.stage_length} "
