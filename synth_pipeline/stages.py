@@ -57,6 +57,8 @@ from synth_pipeline.io_utils import atomic_write, atomic_write_json
 
 STAGING = ".staging"
 STAGES = ("ingest", "validate", "train", "generate", "evaluate", "publish")
+DEPENDENCY_FILE = "dependency.json"  # aggregates over generated sequences only
+DEPENDENCY_SEQUENCES, DEPENDENCY_MAX_STEPS = 32, 128
 REPORT_FILES = {"report/report.html": "report.html", "report/metrics.json": "metrics.json",
                 "report/gate.json": "gate.json"}
 Progress = bool | Callable[[str], None]
@@ -467,6 +469,11 @@ def generate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     synthetic = syn.sample(s["n_synthetic"], seed=st.cfg.seed)
     dt = st.timed("generate", t0)
     st.write_frame("synthetic.parquet", synthetic)
+    t1 = time.perf_counter()  # the decoder's dependency on its latent (PSLD's collapse diagnostic)
+    dep = syn.dependency(n=min(DEPENDENCY_SEQUENCES, int(s["n_synthetic"])), seed=st.cfg.seed + 2,
+                         max_steps=DEPENDENCY_MAX_STEPS)
+    atomic_write_json(st.path(DEPENDENCY_FILE), dep.to_state())
+    st.timed("dependency", t1)
     s["counts"].update(synthetic_sequences=int(s["n_synthetic"]), synthetic_rows=int(len(synthetic)))
     st.save()
     st.say(f"generated {s['n_synthetic']} synthetic sequences ({len(synthetic)} rows) in {dt:.1f}s")
@@ -483,6 +490,8 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
 
     import mlflow
     from synth_pipeline.evaluation import evaluate as run_audit
+    from synth_pipeline.evaluation import write_outputs
+    from synth_pipeline.evaluation.dependency import DependencyResult
 
     st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
     s = st.load("evaluate")
@@ -492,8 +501,13 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     t0 = time.perf_counter()
     train_df, holdout_df = st.read_frame("train.parquet"), st.read_frame("holdout.parquet")
     synthetic = st.read_frame("synthetic.parquet")
-    ev = run_audit(train_df, holdout_df, synthetic, cfg.schema, cfg.gate_config(), out_dir=st.path("report"),
-                   seed=cfg.seed, progress=st.say if progress else False)
+    ev = run_audit(train_df, holdout_df, synthetic, cfg.schema, cfg.gate_config(), seed=cfg.seed,
+                   progress=st.say if progress else False)
+    dep = None
+    if st.path(DEPENDENCY_FILE).exists():  # staged by generate; the report shows its heatmap
+        dep = DependencyResult.from_state(json.loads(st.path(DEPENDENCY_FILE).read_text()))
+        ev.artifacts["dependency"] = dep
+    write_outputs(ev, st.path("report"), progress=st.say if progress else None)
     st.timed("evaluate", t0)
     passed = bool(ev.passed)
     report_files = {dst: st.path("report") / src for dst, src in REPORT_FILES.items()}
@@ -507,6 +521,9 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
             final.update({f"gate.{c.name}": float(c.value) for c in ev.gate.checks
                           if isinstance(c.value, (int, float)) and np.isfinite(c.value)})
             final["gate.passed"] = float(passed)
+            if dep is not None:
+                final.update(dep.metrics())
+                mlflow.log_artifact(str(st.path(DEPENDENCY_FILE)))
             mlflow.log_metrics(final)
             mlflow.set_tags({"gate": "passed" if passed else "failed", "gate_reason": ev.gate.reason[:5000]})
             s["report_uri"] = mlflow.get_artifact_uri("report/report.html")

@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -76,6 +77,10 @@ def test_pass_publishes_release_registers_champion_and_logs_everything(passed_re
     assert "gate.exact_copies" in run.data.metrics and run.data.metrics["gate.passed"] == 1.0
     assert any(k.startswith("fidelity.") for k in run.data.metrics)
     assert any(k.startswith("privacy.") for k in run.data.metrics)
+    # PSLD's dependency diagnostic on the trained decoder: MLflow metrics, JSON artifact, report heatmap
+    assert 0.2 < run.data.metrics["dependency.latent_dependency"] <= 1.5  # not collapsed
+    assert run.data.metrics["dependency.collapsed"] == 0.0
+    assert abs(run.data.metrics["dependency.completeness_gap"]) < 1e-3
 
     dl = tmp_path / "artifacts"
     mlflow.set_tracking_uri(mlflow_server)
@@ -85,9 +90,13 @@ def test_pass_publishes_release_registers_champion_and_logs_everything(passed_re
         mlflow.set_tracking_uri(None)
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert {"schema.yaml", "validation/expectation_suite.json", "validation/validation_result.json",
-            "report/report.html", "metrics.json", "gate.json", "lineage.json"} <= files
+            "report/report.html", "metrics.json", "gate.json", "lineage.json", "dependency.json"} <= files
     assert json.loads((local / "gate.json").read_text())["passed"] is True
-    assert "<html" in (local / "report" / "report.html").read_text().lower()
+    html = (local / "report" / "report.html").read_text()
+    assert "<html" in html.lower() and "Decoder dependency on the latent" in html and "dependency heatmap" in html
+    dep = json.loads((local / "dependency.json").read_text())
+    rows = np.asarray(dep["latent"]).sum(1) + np.asarray(dep["context"])
+    assert np.allclose(rows, 1.0, atol=1e-3)  # each output step's shares sum to 1
 
     # no real row anywhere: run artifacts, manifest, quarantine/report files
     text = "\n".join(p.read_text(errors="ignore") for p in local.rglob("*") if p.is_file())

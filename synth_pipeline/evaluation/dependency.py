@@ -83,6 +83,19 @@ class DependencyResult:
     def to_dict(self) -> dict[str, Any]:
         return {**self.summary(), "latent_share_per_step": self.latent_share.round(6).tolist(), **self.notes}
 
+    def to_state(self) -> dict[str, Any]:
+        """Everything (the averaged matrix included) as JSON-able data: what a release stage writes so
+        the audit stage can render the heatmap."""
+        return {"latent": self.latent.round(8).tolist(), "context": self.context.round(8).tolist(),
+                "n_sequences": self.n_sequences, "n_points": self.n_points,
+                "completeness_gap": self.completeness_gap, "degenerate_rows": self.degenerate_rows,
+                "notes": self.notes, "summary": self.summary()}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> DependencyResult:
+        return cls(np.asarray(d["latent"], dtype=float), np.asarray(d["context"], dtype=float), int(d["n_sequences"]),
+                   int(d["n_points"]), float(d["completeness_gap"]), int(d["degenerate_rows"]), dict(d.get("notes", {})))
+
     def heatmap_png(self, max_cells: int = 96) -> str:
         """Base64 PNG: the matrix (latent steps + a context column) and the latent share per step."""
         from matplotlib.figure import Figure
