@@ -1,6 +1,6 @@
 """Issue 7's seed methods, each on and off on the same data, seed, split and training budget.
 
-    python benchmarks/bench_options.py [--experiments pollution24 etth1-256 etth1-512 pollution-256] [--smoke]
+    python benchmarks/bench_options.py [--experiments pollution24 ...] [--runs base l2d] [--seed 1] [--smoke]
     python benchmarks/bench_options.py --markdown      # the table for benchmarks/README.md
 
 Experiments (each a long shared series cut into non-overlapping windows, each window an entity,
@@ -37,16 +37,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "options.json"
-HOLDOUT, SEED, STAGE = 0.2, 0, 64
+HOLDOUT, SEED, SPLIT_SEED, STAGE = 0.2, 0, 0, 64
 
+OFF = {"refine": "none"}  # the fast preset refines (refine=auto) since 2026-11-30; "base" is without
+STAGE_ON = {**OFF, "long": "stage", "stage_length": STAGE}
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "pollution24": dict(file="pollution_data.csv", window=24, runs={
-        "base": {}, "psld": {"objective": "psld"}, "l2d": {"refine": "l2d"}}),
-    "etth1-256": dict(file="etth1.csv", window=256, runs={"base": {}, "stage": {"long": "stage", "stage_length": STAGE}}),
-    "etth1-512": dict(file="etth1.csv", window=512, runs={"base": {}, "stage": {"long": "stage", "stage_length": STAGE}}),
+        "base": OFF, "psld": {**OFF, "objective": "psld"}, "l2d": {"refine": "l2d"}}),
+    "etth1-256": dict(file="etth1.csv", window=256, runs={"base": OFF, "stage": STAGE_ON}),
+    "etth1-512": dict(file="etth1.csv", window=512, runs={"base": OFF, "stage": STAGE_ON}),
     # etth1 has only 34 windows of 512 steps (7 held out): too few to audit; pollution has 171 of 256
-    "pollution-256": dict(file="pollution_data.csv", window=256, runs={
-        "base": {}, "stage": {"long": "stage", "stage_length": STAGE}}),
+    "pollution-256": dict(file="pollution_data.csv", window=256, runs={"base": OFF, "stage": STAGE_ON}),
 }
 SMOKE = {"vae_steps": 40, "diffusion_steps": 40, "static_steps": 10}
 
@@ -68,7 +69,7 @@ def windows(file: str, window: int):  # noqa: ANN201 - (train, holdout, schema)
     df.insert(0, "window", np.char.add("w", (np.arange(len(df)) // window).astype(str)))
     schema = infer_schema(df, time_index="date", entity_key="window", name=f"{Path(file).stem}-{window}")
     df = coerce(df, schema)
-    train, holdout = split_frame(df, "window", HOLDOUT, SEED)
+    train, holdout = split_frame(df, "window", HOLDOUT, SPLIT_SEED)
     return train, holdout, schema
 
 
@@ -94,11 +95,11 @@ def seam_ratio(df, schema, train) -> float | None:  # noqa: ANN001 - pandas fram
     return float(np.nanmean(d[boundary]) / np.nanmean(d[inner]))
 
 
-def audit(train, holdout, synthetic, schema) -> dict[str, Any]:  # noqa: ANN001
+def audit(train, holdout, synthetic, schema, seed: int = SEED) -> dict[str, Any]:  # noqa: ANN001
     from synth_pipeline.evaluation import evaluate
     from synth_pipeline.evaluation.gate import GateConfig
 
-    ev = evaluate(train, holdout, synthetic, schema, GateConfig(min_sequences=10), seed=SEED)
+    ev = evaluate(train, holdout, synthetic, schema, GateConfig(min_sequences=10), seed=seed)
     fid = {k: m.value for k, m in ev.metrics.items()}
     d = ev.privacy["dcr"]
     return {
@@ -109,25 +110,26 @@ def audit(train, holdout, synthetic, schema) -> dict[str, Any]:  # noqa: ANN001
     }
 
 
-def run_one(name: str, overrides: dict[str, Any], train, holdout, schema, smoke: bool) -> dict[str, Any]:  # noqa: ANN001
+def run_one(name: str, overrides: dict[str, Any], train, holdout, schema, smoke: bool,  # noqa: ANN001
+            seed: int = SEED) -> dict[str, Any]:
     import torch
 
     from synth_pipeline.config import ModelConfig
     from synth_pipeline.synthesizer import Synthesizer
 
     load0 = os.getloadavg()[0]
-    cfg = ModelConfig.from_preset("fast", {"seed": SEED, "progress": False, **(SMOKE if smoke else {}), **overrides})
+    cfg = ModelConfig.from_preset("fast", {"seed": seed, "progress": False, **(SMOKE if smoke else {}), **overrides})
     t0 = time.perf_counter()
     syn = Synthesizer(schema, cfg).fit(train)
     fit_s = time.perf_counter() - t0
     n = int(train[schema.entity_key].nunique())
     t0 = time.perf_counter()
-    synthetic = syn.sample(n, seed=SEED + 1)
+    synthetic = syn.sample(n, seed=seed + 1)
     sample_s = time.perf_counter() - t0
-    dep = syn.dependency(n=32, seed=SEED + 2, max_steps=128).summary()
-    row = {"run": name, "overrides": overrides, "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s, 2),
+    dep = syn.dependency(n=32, seed=seed + 2, max_steps=128).summary()
+    row = {"run": name, "seed": seed, "overrides": overrides, "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s, 2),
            "n_synthetic": n, "latent_dependency": round(dep["latent_dependency"], 4),
-           "context_dependency": round(dep["context_dependency"], 4), **audit(train, holdout, synthetic, schema),
+           "context_dependency": round(dep["context_dependency"], 4), **audit(train, holdout, synthetic, schema, seed),
            "seam_ratio": seam_ratio(synthetic, schema, train), "torch_threads": torch.get_num_threads(),
            "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)], "commit": _commit()}
     return row
@@ -149,6 +151,7 @@ def main() -> int:
     ap.add_argument("--runs", nargs="+", help="only these runs of each experiment (e.g. base psld)")
     ap.add_argument("--smoke", action="store_true", help="tiny budgets: checks the harness, numbers meaningless")
     ap.add_argument("--markdown", action="store_true", help="print the README table from the results file")
+    ap.add_argument("--seed", type=int, default=SEED, help="model, sampling and audit seed (the split stays seed 0)")
     a = ap.parse_args()
     if a.markdown:
         print(markdown(json.loads(RESULTS.read_text())))
@@ -175,11 +178,12 @@ def main() -> int:
         for name, over in spec["runs"].items():
             if a.runs and name not in a.runs:
                 continue
+            key = name if a.seed == SEED else f"{name} (seed {a.seed})"
             try:
-                row = run_one(name, over, train, holdout, schema, a.smoke)
+                row = run_one(name, over, train, holdout, schema, a.smoke, a.seed)
             except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
                 row = {"run": name, "overrides": over, "error": f"{type(e).__name__}: {e}"}
-            entry["runs"][name] = row
+            entry["runs"][key] = row
             print(json.dumps({"experiment": exp, **row}), flush=True)
             doc["updated"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -135,7 +135,7 @@ class Synthesizer:
         result = dependency_measures(decoder_outputs(model.vae, static), lat["z"].clone(), lat["calendar"].clone(),
                                      lat["present"].clone(), n_points=n_points, max_steps=max_steps)
         cfg = self.config
-        result.notes = {"objective": cfg.objective, "refine": cfg.refine, "long": cfg.long,
+        result.notes = {"objective": cfg.objective, "refine": model.refine, "long": cfg.long,
                         "decoder": "VAE decoder (the L2D refiner, when on, is not part of it)"}
         return result
 

@@ -27,7 +27,8 @@ from synth_pipeline.models.vae import Batch, MixedVAE
 from synth_pipeline.schema import infer_schema
 from synth_pipeline.synthesizer import Synthesizer
 
-TINY = {"vae_steps": 150, "diffusion_steps": 120, "static_steps": 30, "progress": False, "eval_every": 50}
+TINY = {"vae_steps": 150, "diffusion_steps": 120, "static_steps": 30, "progress": False, "eval_every": 50,
+        "refine": "none"}  # each test turns on the option it is about
 
 
 def tiny(**kw) -> ModelConfig:
@@ -37,14 +38,27 @@ def tiny(**kw) -> ModelConfig:
 # ------------------------------------------------------------------------------------------------
 # configuration: off by default, unknown values list the valid ones, impossible settings fail early
 # ------------------------------------------------------------------------------------------------
-def test_options_are_off_by_default_and_in_no_preset() -> None:
+def test_options_default_off_and_fast_preset_refines_when_it_can() -> None:
     for preset in PRESETS:
         cfg = ModelConfig.from_preset(preset)
-        assert (cfg.objective, cfg.refine, cfg.long) == ("vae", "none", "none")
-        assert not {"objective", "refine", "long"} & set(PRESETS[preset])
+        assert (cfg.objective, cfg.long) == ("vae", "none")
+        assert cfg.refine == ("auto" if preset == "fast" else "none")
+    assert ModelConfig().refine == "none"
 
 
-@pytest.mark.parametrize(("key", "valid"), [("objective", "vae, psld"), ("refine", "none, l2d"),
+def test_refine_auto_is_l2d_with_numerics_and_off_without() -> None:
+    dims = {"n_num": 2, "num_missing": [False, False], "cat_cards": [3], "static_cards": [], "n_calendar": 4,
+            "max_len": 24}
+    cat_only = {**dims, "n_num": 0, "num_missing": []}
+    cfg = tiny(refine="auto")
+    assert TimeAutoDiff(cfg, dims).refine == "l2d"
+    m = TimeAutoDiff(cfg, cat_only)
+    assert m.refine == "none" and m.refiner is None
+    with pytest.raises(ConfigError, match="refine=l2d refines numeric columns"):
+        TimeAutoDiff(tiny(refine="l2d"), cat_only)
+
+
+@pytest.mark.parametrize(("key", "valid"), [("objective", "vae, psld"), ("refine", "none, l2d, auto"),
                                             ("long", "none, stage")])
 def test_unknown_option_values_list_the_valid_ones(key: str, valid: str) -> None:
     with pytest.raises(ConfigError, match=f"{key} must be one of: {valid}"):

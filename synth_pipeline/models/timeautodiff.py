@@ -128,6 +128,8 @@ class TimeAutoDiff:
                 f"but the data's sequences have {dims['max_len']} steps; set model.stage_length to a multiple of "
                 f"model.stage_patch={config.stage_patch} in [{config.stage_patch}, {dims['max_len']}], or model.long=none"
             )
+        # auto (the fast preset): refine when there is something numeric to refine
+        self.refine = config.refine if config.refine != "auto" else ("l2d" if dims["n_num"] else "none")
         if config.refine == "l2d" and not dims["n_num"]:
             raise ConfigError("model.refine=l2d refines numeric columns but this table has no time-varying numeric "
                               "column; use model.refine=none")
@@ -163,7 +165,7 @@ class TimeAutoDiff:
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
         self.static_model = StaticAR(dims["static_cards"], config.hidden_dim).to(self.device)
         self.refiner = self.refiner_ema = None
-        if config.refine == "l2d":
+        if self.refine == "l2d":
             self.refine_scheduler = make_scheduler(
                 config.solver, num_train_timesteps=config.num_timesteps, beta_schedule=config.beta_schedule,
                 prediction_type="sample",  # L2D-Diff's x0-prediction
