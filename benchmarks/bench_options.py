@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _tables import audit_cells
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "options.json"
@@ -214,12 +216,8 @@ def markdown(doc: dict[str, Any]) -> str:
             if "error" in r:
                 lines.append(f"| {exp} | {name} | error: {r['error']} | | | | | | | |")
                 continue
-            ci = r["dcr_ci"]
-            lines.append(
-                f"| {exp} | {name} | {_f(r['discriminative'])} | {_f(r['temporal_discriminative'])} | "
-                f"{_f(r['predictive'])} | {_f(r['dcr_share'])} ({_f(ci[0], 2)}–{_f(ci[1], 2)}) | "
-                f"{_f(r['latent_dependency'])} | {_f(r['seam_ratio'], 2)} | {r['fit_seconds']:.0f} | {r['sample_seconds']:.1f} |"
-            )
+            lines.append(f"| {exp} | {name} | {audit_cells(r)} | {_f(r['latent_dependency'])} | "
+                         f"{_f(r['seam_ratio'], 2)} | {r['fit_seconds']:.0f} | {r['sample_seconds']:.1f} |")
     return "\n".join(lines)
 
 

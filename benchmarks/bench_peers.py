@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _tables import audit_cells, cell
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "peers.json"
@@ -261,8 +263,7 @@ def targets(rows: dict[str, dict[str, Any]], floor: dict[str, Any]) -> dict[str,
     return out
 
 
-def _f(v: Any, fmt: str = "{:.3f}") -> str:
-    return "—" if v is None else fmt.format(v)
+_f = cell
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -283,10 +284,8 @@ def markdown(doc: dict[str, Any]) -> str:
             if "error" in r:
                 lines.append(f"| {ds} | {name} | error: {r['error'][:120]} |||||||||")
                 continue
-            ci = r["dcr_ci"]
             lines.append(
-                f"| {ds} | {name} | {_f(r['discriminative'])} | {_f(r['temporal_discriminative'])} | "
-                f"{_f(r['predictive'])} | {_f(r['dcr_share'])} ({ci[0]:.2f}–{ci[1]:.2f}) | {r['exact_copies']} | "
+                f"| {ds} | {name} | {audit_cells(r)} | {r['exact_copies']} | "
                 f"{_f(r['fit_seconds'], '{:.0f}')} | {_f(r['sample_seconds'], '{:.1f}')} | {_f(r['peak_rss_mb'], '{:.0f}')} |")
     lines += ["", "Targets (ours vs peers, same run):", "",
               "| dataset | preset | discr. / best peer (≤ 0.33) | discr. − floor (≤ 0.05) | time / fastest peer (≤ 0.33) "
