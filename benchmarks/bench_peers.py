@@ -287,7 +287,7 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(
                 f"| {ds} | {name} | {audit_cells(r)} | {r['exact_copies']} | "
                 f"{_f(r['fit_seconds'], '{:.0f}')} | {_f(r['sample_seconds'], '{:.1f}')} | {_f(r['peak_rss_mb'], '{:.0f}')} |")
-    lines += ["", "Targets (ours vs peers, same run):", "",
+    lines += ["", "Targets (ours vs the peer rows above, same machine, split and audit; see 'Run' for when each was measured):", "",
               "| dataset | preset | discr. / best peer (≤ 0.33) | discr. − floor (≤ 0.05) | time / fastest peer (≤ 0.33) "
               "| DCR share in 0.45–0.55 | no copies | seq/s |", "|---|---|---|---|---|---|---|---|"]
     for ds, d in doc["datasets"].items():
