@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _tables import audit_cells
+from _shared import audit_cells, cell, windowed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -56,21 +56,10 @@ SMOKE = {"vae_steps": 40, "diffusion_steps": 40, "static_steps": 10}
 
 def windows(file: str, window: int):  # noqa: ANN201 - (train, holdout, schema)
     """Non-overlapping windows of a long series, each an entity; entity split 80/20 (seed 0)."""
-    import numpy as np
-
-    from synth_pipeline.ingest import coerce, read_source
-    from synth_pipeline.schema import infer_schema
+    from synth_pipeline.ingest import read_source
     from synth_pipeline.split import split_frame
 
-    raw = read_source(SHARED / file)
-    s0 = infer_schema(raw, time_index="date", name=file)
-    s0.drop_duplicate_times = True
-    df = coerce(raw, s0).reset_index(drop=True)
-    n_win = len(df) // window
-    df = df.iloc[: n_win * window].copy()
-    df.insert(0, "window", np.char.add("w", (np.arange(len(df)) // window).astype(str)))
-    schema = infer_schema(df, time_index="date", entity_key="window", name=f"{Path(file).stem}-{window}")
-    df = coerce(df, schema)
+    df, schema = windowed(read_source(SHARED / file), "date", window, f"{Path(file).stem}-{window}")
     train, holdout = split_frame(df, "window", HOLDOUT, SPLIT_SEED)
     return train, holdout, schema
 
@@ -86,8 +75,9 @@ def seam_ratio(df, schema, train) -> float | None:  # noqa: ANN001 - pandas fram
     num = [c.name for c in schema.modelled if c.kind in NUMERIC_KINDS and not c.static and c.name in df.columns]
     if not num:
         return None
-    x = df.sort_values([key, schema.time_index])[num].to_numpy(float) / train[num].std().to_numpy(float)
-    pos = df.sort_values([key, schema.time_index]).groupby(key, sort=False).cumcount().to_numpy()
+    df = df.sort_values([key, schema.time_index])
+    x = df[num].to_numpy(float) / train[num].std().to_numpy(float)
+    pos = df.groupby(key, sort=False).cumcount().to_numpy()
     d = np.abs(np.diff(x, axis=0))
     same = pos[1:] > 0  # both rows in one sequence
     boundary = same & (pos[1:] % STAGE == 0)
@@ -198,7 +188,7 @@ def main() -> int:
 
 
 def _f(v: Any, nd: int = 3) -> str:
-    return "" if v is None else f"{v:.{nd}f}"
+    return cell(v, f"{{:.{nd}f}}", missing="")
 
 
 def markdown(doc: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _tables import audit_cells, cell
+from _shared import audit_cells, cell, windowed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -68,7 +68,6 @@ SMOKE = {"sdv-par": ["--epochs", "1"], "mostlyai-engine": ["--max_minutes", "0.2
 # ------------------------------------------------------------------------------------------------
 def prepare(dataset: str) -> dict[str, Any]:
     """Write ``.work/<dataset>/{train,holdout}.parquet``, ``schema.yaml`` and ``meta.json``."""
-    import numpy as np
 
     from synth_pipeline.ingest import coerce, read_source
     from synth_pipeline.schema import ColumnKind, infer_schema
@@ -78,16 +77,11 @@ def prepare(dataset: str) -> dict[str, Any]:
     raw = read_source(SHARED / spec["file"])
     key, time_col = spec["entity_key"], spec["time_index"]
     if key is None:  # a long series -> 24-step windows, each an entity
-        s0 = infer_schema(raw, time_index=time_col, name=dataset)
-        s0.drop_duplicate_times = True  # metro_traffic repeats timestamps: keep the first
-        df = coerce(raw, s0).reset_index(drop=True)
-        n_win = len(df) // WINDOW
-        df = df.iloc[: n_win * WINDOW].copy()
         key = "window"
-        df.insert(0, key, np.char.add("w", (np.arange(len(df)) // WINDOW).astype(str)))
-        raw = df
-    schema = infer_schema(raw, time_index=time_col, entity_key=key, name=dataset)
-    df = coerce(raw, schema)
+        df, schema = windowed(raw, time_col, WINDOW, dataset)
+    else:
+        schema = infer_schema(raw, time_index=time_col, entity_key=key, name=dataset)
+        df = coerce(raw, schema)
     train, holdout = split_frame(df, key, HOLDOUT, SEED)
     work = WORK / dataset
     work.mkdir(parents=True, exist_ok=True)
@@ -263,7 +257,6 @@ def targets(rows: dict[str, dict[str, Any]], floor: dict[str, Any]) -> dict[str,
     return out
 
 
-_f = cell
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -278,15 +271,15 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| {ds} | skipped: {d['skipped']} |||||||||")
             continue
         fl = d["floor"]
-        lines.append(f"| {ds} | *holdout (floor)* | {_f(fl['discriminative'])} | {_f(fl['temporal_discriminative'])} "
-                     f"| {_f(fl['predictive'])} | | | | | |")
+        lines.append(f"| {ds} | *holdout (floor)* | {cell(fl['discriminative'])} | {cell(fl['temporal_discriminative'])} "
+                     f"| {cell(fl['predictive'])} | | | | | |")
         for name, r in d["synthesizers"].items():
             if "error" in r:
                 lines.append(f"| {ds} | {name} | error: {r['error'][:120]} |||||||||")
                 continue
             lines.append(
                 f"| {ds} | {name} | {audit_cells(r)} | {r['exact_copies']} | "
-                f"{_f(r['fit_seconds'], '{:.0f}')} | {_f(r['sample_seconds'], '{:.1f}')} | {_f(r['peak_rss_mb'], '{:.0f}')} |")
+                f"{cell(r['fit_seconds'], '{:.0f}')} | {cell(r['sample_seconds'], '{:.1f}')} | {cell(r['peak_rss_mb'], '{:.0f}')} |")
     lines += ["", "Targets (ours vs the peer rows above, same machine, split and audit; see 'Run' for when each was measured):", "",
               "| dataset | preset | discr. / best peer (≤ 0.33) | discr. − floor (≤ 0.05) | time / fastest peer (≤ 0.33) "
               "| DCR share in 0.45–0.55 | no copies | seq/s |", "|---|---|---|---|---|---|---|---|"]
@@ -295,11 +288,11 @@ def markdown(doc: dict[str, Any]) -> str:
             def mark(ok: bool | None) -> str:
                 return "" if ok is None else (" ✓" if ok else " ✗")
             lines.append(
-                f"| {ds} | {ours} | {_f(t.get('disc_vs_best_peer'), '{:.2f}')}{mark(t.get('disc_le_third_of_best_peer'))} "
-                f"| {_f(t['disc_minus_floor'])}{mark(t['disc_within_0.05_of_floor'])} "
-                f"| {_f(t.get('time_vs_fastest_peer'), '{:.2f}')}{mark(t.get('time_le_third_of_fastest_peer'))} "
+                f"| {ds} | {ours} | {cell(t.get('disc_vs_best_peer'), '{:.2f}')}{mark(t.get('disc_le_third_of_best_peer'))} "
+                f"| {cell(t['disc_minus_floor'])}{mark(t['disc_within_0.05_of_floor'])} "
+                f"| {cell(t.get('time_vs_fastest_peer'), '{:.2f}')}{mark(t.get('time_le_third_of_fastest_peer'))} "
                 f"| {mark(t['dcr_share_within_0.5pm0.05'])} | {mark(t['no_exact_copies'])} "
-                f"| {_f(t['sequences_per_second'], '{:.0f}')} |")
+                f"| {cell(t['sequences_per_second'], '{:.0f}')} |")
     return "\n".join(lines)
 
 
