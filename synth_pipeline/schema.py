@@ -10,7 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import math
+import numbers
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +26,9 @@ import yaml
 
 from synth_pipeline.errors import PIIError, SchemaError
 from synth_pipeline.io_utils import read_yaml
+from synth_pipeline.pii import scan_series
+
+log = logging.getLogger(__name__)
 
 
 class ColumnKind(StrEnum):
@@ -53,6 +60,13 @@ PII_HINTS = {
 }
 ID_HINTS = {"id", "uuid", "guid", "key", "instant", "index", "rowid", "idx"}
 COMMON_SENTINELS = (-200.0, -999.0, -9999.0, 9999.0, -99.0, -1.0)
+# Text that means "missing" in an otherwise numeric column (compared stripped, case-insensitively).
+MISSING_TOKENS = frozenset({
+    "n.a.", "n.a", "na.", "n/a", "na", "n.v.", "nan", "null", "none", "nil", "missing", "unknown", "?", "-",
+    "--", "---", ".", "n.d.", "nd", "no data", "not available", "#n/a", "#na", "#value!", "#div/0!",
+    "#ref!", "#num!", "#null!", "#name?", "empty", "blank",
+})
+MAX_CATEGORY_CHARS = 200  # a longer text value is free text: the column is not pinned as a categorical
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.()\-\[\] /%]*$")
 
 
@@ -83,13 +97,19 @@ class ColumnSpec:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise SchemaError(
+                f"a schema column's 'name' must be non-empty text, got {_show(self.name)}; quote names that "
+                f"YAML reads as numbers or dates (name: '123')"
+            )
         try:
             self.kind = ColumnKind(self.kind)
-        except ValueError:
+        except (ValueError, TypeError):
             raise SchemaError(
-                f"column '{self.name}': unknown kind '{self.kind}'; valid kinds: "
+                f"column '{self.name}': unknown kind {_show(self.kind)}; valid kinds: "
                 + ", ".join(k.value for k in ColumnKind)
             ) from None
+        _check_column_values(self)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "kind": self.kind.value}
@@ -119,18 +139,25 @@ class DatasetSchema:
     name: str = "dataset"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.columns, list):
+            raise SchemaError("schema 'columns' must be a list of {name, kind} mappings")
         self.columns = [c if isinstance(c, ColumnSpec) else ColumnSpec(**c) for c in self.columns]
+        _check_dataset_values(self)
         names = [c.name for c in self.columns]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise SchemaError(f"schema lists column(s) {dup} twice; keep one entry per column")
+        counts = Counter(names)  # linear: a 300k-column schema is checked in milliseconds
+        if len(counts) != len(names):
+            dup = sorted(n for n, k in counts.items() if k > 1)
+            raise SchemaError(f"schema lists column(s) {_cut_list(dup)} twice; keep one entry per column")
         for required, what in ((self.time_index, "time_index"), (self.entity_key, "entity_key")):
-            if required is not None and required not in names:
-                raise SchemaError(f"schema {what} '{required}' is not among the schema columns {names}")
-        if self.sequence_length is not None and self.sequence_length < 2:
-            raise SchemaError("sequence_length must be at least 2 (or null for whole entities)")
-        if self.window_stride is not None and self.window_stride < 1:
-            raise SchemaError("window_stride must be a positive integer")
+            if required is not None and required not in counts:
+                raise SchemaError(f"schema {what} '{required}' is not among the schema columns {_cut_list(names)}")
+        by_name = {c.name: c for c in self.columns}
+        for key, what in ((self.time_index, "time_index"), (self.entity_key, "entity_key")):
+            if key is not None and by_name[key].kind in (ColumnKind.IGNORE, ColumnKind.PII):
+                raise SchemaError(
+                    f"column '{key}' is the schema's {what} but has kind '{by_name[key].kind}'; a key column "
+                    f"cannot be dropped: give it kind '{'datetime' if what == 'time_index' else 'identifier'}'"
+                )
 
     # -- views ---------------------------------------------------------------------------------
     def column(self, name: str) -> ColumnSpec:
@@ -183,6 +210,27 @@ class DatasetSchema:
                     f"set kind 'ignore' to drop it, or 'pii_reviewed: true' if it is not personal data"
                 )
 
+    def check_content_privacy(self, df: pd.DataFrame) -> None:
+        """Refuse columns whose values look like personal data (the detectors of synth_pipeline.pii,
+        on a bounded sample) unless they are dropped, identifiers, or reviewed (``pii_reviewed``).
+        The message names the column, the detector and the fix, never a value."""
+        keys = {self.time_index, self.entity_key}
+        skip = (ColumnKind.IGNORE, ColumnKind.IDENTIFIER, ColumnKind.PII, ColumnKind.DATETIME)
+        present = set(df.columns)
+        for c in self.columns:
+            if c.name in keys or c.pii_reviewed or c.kind in skip or c.name not in present:
+                continue
+            s = df[c.name]
+            if not isinstance(s, pd.Series):
+                continue  # duplicate column names: refused by the caller
+            hits = scan_series(s)
+            if hits:
+                raise PIIError(
+                    f"column '{c.name}' looks like personal data by its values ({hits[0].describe()}) but is "
+                    f"kind '{c.kind}'; set kind 'ignore' to drop it, or 'pii_reviewed: true' if it is not "
+                    f"personal data"
+                )
+
     # -- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
@@ -195,12 +243,14 @@ class DatasetSchema:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetSchema:
+        """A schema from user input (YAML): every key and value is type-checked; every problem is a
+        SchemaError naming the column/key and the fix. A schema with nothing to model is refused."""
         if not isinstance(d, dict) or "columns" not in d or "time_index" not in d:
             raise SchemaError("a schema needs at least 'time_index' and 'columns' (a list of {name, kind})")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(str(k) for k in set(d) - known)
         if unknown:
-            raise SchemaError(f"unknown schema key(s) {unknown}; valid keys: {sorted(known)}")
+            raise SchemaError(f"unknown schema key(s) {_cut_list(unknown)}; valid keys: {sorted(known)}")
         col_known = {f.name for f in dataclasses.fields(ColumnSpec)}
         if not isinstance(d["columns"], list):
             raise SchemaError("schema 'columns' must be a list of {name, kind} mappings")
@@ -210,12 +260,20 @@ class DatasetSchema:
                     f"schema column #{i + 1} must be a mapping with at least 'name' and 'kind'; valid kinds: "
                     + ", ".join(k.value for k in ColumnKind)
                 )
-            bad = sorted(set(c) - col_known)
+            bad = sorted(str(k) for k in set(c) - col_known)
             if bad:
+                name = c["name"] if isinstance(c["name"], str) else _show(c["name"])
                 raise SchemaError(
-                    f"column '{c.get('name')}': unknown key(s) {bad}; valid keys: {sorted(col_known)}"
+                    f"column '{name}': unknown key(s) {_cut_list(bad)}; valid keys: {sorted(col_known)}"
                 )
-        return cls(**d)
+        schema = cls(**d)
+        if not schema.modelled:
+            raise SchemaError(
+                f"schema '{schema.name}' has no column to model: every column other than the time index and "
+                f"entity key is ignore, pii or identifier; give at least one column a modelled kind "
+                f"(continuous, integer, categorical, binary, datetime)"
+            )
+        return schema
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
@@ -228,9 +286,16 @@ class DatasetSchema:
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> DatasetSchema:
         is_text = _is_yaml_text(path_or_text)
-        data = read_yaml(None if is_text else path_or_text, "schema" if is_text else "schema file", SchemaError,
-                         text=str(path_or_text) if is_text else None)
-        return cls.from_dict(data)
+        where = "schema" if is_text else f"schema file '{path_or_text}'"
+        try:
+            data = read_yaml(None if is_text else path_or_text, "schema" if is_text else "schema file",
+                             SchemaError, text=str(path_or_text) if is_text else None)
+            return cls.from_dict(data)
+        except RecursionError:
+            raise SchemaError(
+                f"{where} is nested too deeply to be a schema; a schema is a mapping of keys and a list of "
+                f"flat column mappings"
+            ) from None
 
     def fingerprint(self) -> str:
         """Stable hash of what the model depends on (names, kinds, layout); notes are excluded."""
@@ -249,6 +314,167 @@ class DatasetSchema:
         out += [f"column '{n}' added" for n in b if n not in a]
         out += [f"column '{n}' kind {a[n].kind} -> {b[n].kind}" for n in a if n in b and a[n].kind != b[n].kind]
         return out
+
+
+# ------------------------------------------------------------------------------------------------
+# value checks (schemas come from hand-edited YAML: every value is type-checked before use)
+# ------------------------------------------------------------------------------------------------
+
+
+def _show(v: Any) -> str:
+    """A schema value for a message: short scalars verbatim, containers by type (never deep reprs)."""
+    if isinstance(v, (dict, list, tuple, set)):
+        return f"a {'mapping' if isinstance(v, dict) else 'list'} ({type(v).__name__})"
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _cut_list(items: list[Any], n: int = 10) -> str:
+    shown = [str(x) if len(str(x)) <= 60 else str(x)[:57] + "..." for x in items[:n]]
+    return str(shown) if len(items) <= n else str(shown)[:-1] + f", ... ({len(items)} in all)]"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, (bool, np.bool_))
+
+
+def _check_column_values(c: ColumnSpec) -> None:
+    where = f"column '{c.name}'"
+    for key in ("static", "nullable", "pii_reviewed"):
+        v = getattr(c, key)
+        if v.__class__ is bool:
+            continue
+        if not _is_bool(v):
+            raise SchemaError(f"{where}: '{key}' must be true or false, got {_show(v)}")
+        setattr(c, key, bool(v))
+    if c.dtype is not None and not isinstance(c.dtype, str):
+        raise SchemaError(f"{where}: 'dtype' must be a pandas dtype name such as float64 or str, got {_show(c.dtype)}")
+    if c.notes is None:
+        c.notes = []
+    if not isinstance(c.notes, list) or (c.notes and not all(isinstance(n, str) for n in c.notes)):
+        raise SchemaError(f"{where}: 'notes' must be a list of text lines, got {_show(c.notes)}")
+    if c.categories is None and c.min is None and c.max is None and c.missing_sentinels == []:
+        return  # nothing else set (most columns of a wide schema)
+    modelled = c.kind in MODELLED_KINDS
+    # categories
+    if c.categories is not None:
+        if not isinstance(c.categories, list) or not all(
+            v is not None and not isinstance(v, (list, dict, tuple, set)) for v in c.categories
+        ):
+            raise SchemaError(
+                f"{where}: 'categories' must be a list of plain values (text, numbers, true/false), "
+                f"got {_show(c.categories)} or a list holding lists/mappings/nulls"
+            )
+        if modelled and c.kind not in DISCRETE_KINDS:
+            raise SchemaError(
+                f"{where}: 'categories' apply to categorical and binary columns, not to a '{c.kind}' column; "
+                f"remove the list, or set kind: categorical"
+            )
+        if c.kind == ColumnKind.BINARY and len(c.categories) > 2:
+            raise SchemaError(
+                f"{where}: a binary column has at most 2 categories, {len(c.categories)} are listed; "
+                f"set kind: categorical"
+            )
+    # range
+    for key in ("min", "max"):
+        v = getattr(c, key)
+        if v is None:
+            continue
+        if not _is_number(v) or (isinstance(v, float) and math.isnan(v)):
+            raise SchemaError(f"{where}: '{key}' must be a number (or null for no bound), got {_show(v)}")
+        if modelled and c.kind not in (ColumnKind.CONTINUOUS, ColumnKind.INTEGER):
+            raise SchemaError(
+                f"{where}: '{key}' bounds apply to continuous and integer columns, not to a '{c.kind}' column; "
+                f"remove it"
+            )
+    if c.min is not None and c.max is not None and c.min > c.max:
+        raise SchemaError(
+            f"{where}: min {c.min!r} is greater than max {c.max!r}, so no value could pass validation; "
+            f"swap them or fix the bound that is wrong"
+        )
+    # sentinels
+    if not isinstance(c.missing_sentinels, list) or not all(
+        isinstance(v, str) or _is_number(v) for v in c.missing_sentinels
+    ):
+        raise SchemaError(
+            f"{where}: 'missing_sentinels' must be a list of numbers or text markers that mean "
+            f"\"missing\" (e.g. [-200] or ['n.a.']), got {_show(c.missing_sentinels)}"
+        )
+    if c.missing_sentinels and modelled and c.kind not in (ColumnKind.CONTINUOUS, ColumnKind.INTEGER):
+        raise SchemaError(
+            f"{where}: 'missing_sentinels' apply to continuous and integer columns, not to a '{c.kind}' "
+            f"column; remove them (missing values of other kinds are empty cells)"
+        )
+
+
+def _check_time_format(fmt: Any) -> None:
+    if fmt is None:
+        return
+    if not isinstance(fmt, str) or not fmt.strip():
+        raise SchemaError(f"'time_format' must be a strftime format such as '%Y-%m-%d %H:%M:%S', got {_show(fmt)}")
+    if fmt in ("ISO8601", "mixed"):
+        return
+    if "%" not in fmt:
+        raise SchemaError(
+            f"time_format '{fmt}' has no date codes; use strftime codes such as '%Y-%m-%d %H:%M:%S' "
+            f"(or null to let pandas parse)"
+        )
+    try:
+        pd.to_datetime(pd.Series(["2000-01-01"]), format=fmt, errors="coerce")
+    except ValueError as e:
+        raise SchemaError(
+            f"time_format '{fmt}' is not a valid strftime format ({e}); use codes such as %Y %m %d %H %M %S "
+            f"(see the Python strftime table)"
+        ) from None
+
+
+def _check_timezone(tz: Any) -> None:
+    if tz is None:
+        return
+    if not isinstance(tz, str) or not tz.strip():
+        raise SchemaError(f"'timezone' must be an IANA zone name such as UTC or Europe/Berlin, got {_show(tz)}")
+    try:
+        pd.Timestamp("2000-01-01").tz_localize(tz)
+    except Exception:  # zoneinfo / pytz / dateutil raise different types
+        raise SchemaError(
+            f"timezone '{tz}' is not a known time zone; use an IANA name such as UTC, Europe/Berlin or "
+            f"America/New_York"
+        ) from None
+
+
+def _check_dataset_values(s: DatasetSchema) -> None:
+    if not isinstance(s.name, str) or not s.name.strip():
+        raise SchemaError(f"schema 'name' must be non-empty text, got {_show(s.name)}; quote it (name: '123')")
+    if not isinstance(s.time_index, str):
+        raise SchemaError(f"schema 'time_index' must be a column name (text), got {_show(s.time_index)}")
+    if s.entity_key is not None and not isinstance(s.entity_key, str):
+        raise SchemaError(f"schema 'entity_key' must be a column name (text) or null, got {_show(s.entity_key)}")
+    _check_time_format(s.time_format)
+    _check_timezone(s.timezone)
+    if s.sequence_length is not None and (not _is_int(s.sequence_length) or s.sequence_length < 2):
+        raise SchemaError(
+            f"sequence_length must be a whole number of at least 2 (or null for whole entities), "
+            f"got {_show(s.sequence_length)}"
+        )
+    if s.window_stride is not None and (not _is_int(s.window_stride) or s.window_stride < 1):
+        raise SchemaError(
+            f"window_stride must be a positive whole number (or null for sequence_length), got {_show(s.window_stride)}"
+        )
+    if not _is_int(s.min_sequence_length) or s.min_sequence_length < 1:
+        raise SchemaError(
+            f"min_sequence_length must be a whole number of at least 1 (rows per entity), "
+            f"got {_show(s.min_sequence_length)}"
+        )
+    if not _is_bool(s.drop_duplicate_times):
+        raise SchemaError(f"drop_duplicate_times must be true or false, got {_show(s.drop_duplicate_times)}")
 
 
 def _is_yaml_text(obj: str | Path) -> bool:
@@ -288,9 +514,17 @@ def _is_datetime_like(s: pd.Series) -> bool:
     return bool(parsed.notna().mean() > 0.95)
 
 
+def _spread_sample(values: pd.Series, n: int) -> pd.Series:
+    """Up to ``n`` non-missing values evenly spaced over the column (not just its head)."""
+    v = values.dropna()
+    if len(v) > n:
+        v = v.iloc[np.linspace(0, len(v) - 1, n).astype(np.int64)]
+    return v
+
+
 def guess_time_format(values: pd.Series) -> str | None:
     """Pick the first common format that parses every sampled value (None: leave it to pandas)."""
-    sample = values.dropna().astype(str).head(500)
+    sample = _spread_sample(values, 2000).astype(str)
     candidates = [
         "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%m/%d/%Y %H:%M",
         "%m/%d/%Y %H:%M:%S", "%m/%d/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y",
@@ -302,6 +536,52 @@ def guess_time_format(values: pd.Series) -> str | None:
         except (ValueError, TypeError):
             continue
     return None
+
+
+def swapped_day_month(fmt: str) -> str | None:
+    """``fmt`` with %d and %m exchanged (None when it lacks one of them)."""
+    if "%d" not in fmt or "%m" not in fmt:
+        return None
+    return fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
+
+
+def ambiguous_day_month(values: pd.Series, fmt: str) -> str | None:
+    """The day/month-swapped format when it parses every sampled value as well as ``fmt`` does
+    (every day and month 12 or less, so the order cannot be told from the data); else None."""
+    other = swapped_day_month(fmt)
+    if other is None:
+        return None
+    sample = _spread_sample(values, 2000).astype(str)
+    try:
+        a = pd.to_datetime(sample, format=fmt)
+        b = pd.to_datetime(sample, format=other)
+    except (ValueError, TypeError):
+        return None
+    return other if bool((a != b).any()) else None
+
+
+def numeric_text(s: pd.Series) -> tuple[pd.Series, list[str], int] | None:
+    """A text column that holds numbers except for a few cells: (the numbers with those cells
+    missing, the missing-value markers found (from MISSING_TOKENS, e.g. 'n.a.'), how many other
+    non-numeric cells there are). None when the column is not such a column."""
+    if not (s.dtype == object or pd.api.types.is_string_dtype(s)):
+        return None
+    v = s.dropna()
+    if len(v) < 2:
+        return None
+    txt = v.astype("str").str.strip()
+    num = pd.to_numeric(txt, errors="coerce")
+    bad = num.isna()
+    n_bad = int(bad.sum())
+    if n_bad == 0 or int((~bad).sum()) < 2:
+        return None  # all numbers (text from SQL, say): left as before; or barely any number
+    bad_txt = txt[bad]
+    known = bad_txt.str.lower().isin(MISSING_TOKENS)
+    n_unknown = int((~known).sum())
+    if n_unknown and (n_unknown > 0.01 * len(v) or bad_txt[~known].nunique() > 3 or len(v) < 100):
+        return None  # too much text to be a numeric column with a few stray cells
+    markers = sorted(bad_txt[known].unique().tolist())
+    return num.reindex(s.index), markers, n_unknown
 
 
 def _sentinel_candidates(x: pd.Series) -> list[float]:
@@ -368,6 +648,25 @@ def infer_schema(
         if s.isna().all():
             cols.append(ColumnSpec(col, ColumnKind.IGNORE, dtype=dtype, notes=["all values missing"]))
             continue
+        hits = scan_series(s)
+        if hits:  # no value is kept: no categories, only the detector and the matching share
+            cols.append(ColumnSpec(col, ColumnKind.PII, dtype=dtype, notes=[
+                f"values look like personal data: {hits[0].describe()}; review it: set kind 'ignore' to drop "
+                f"it, or set its kind and 'pii_reviewed: true' if it is not personal data"
+            ]))
+            continue
+        markers: list[str] = []
+        as_numbers = numeric_text(s)
+        if as_numbers is not None:
+            s, markers, n_text = as_numbers
+            dtype, nunique = str(s.dtype), int(s.nunique(dropna=True))
+            if markers:
+                notes.append(f"{len(markers)} missing-value marker(s) in a numeric column (e.g. 'n.a.'): listed "
+                             f"in missing_sentinels, read as missing")
+            if n_text:
+                notes.append(f"{n_text} cell(s) are neither numbers nor a known missing-value marker (values not "
+                             f"shown): validation refuses them until the source is cleaned or the marker is "
+                             f"listed in missing_sentinels")
         is_numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
         unique_per_row = nunique == s.notna().sum() and n > 20
         if (tokens & ID_HINTS) and unique_per_row:
@@ -382,7 +681,7 @@ def infer_schema(
             sentinels = _sentinel_candidates(s)
             if sentinels:
                 notes.append(f"likely missing sentinel(s) {sentinels}: values far outside the bulk that repeat")
-            if nunique <= 2 and set(v.unique().tolist()) <= {0, 1}:
+            if nunique <= 2 and set(v.unique().tolist()) <= {0, 1} and not markers:
                 cols.append(ColumnSpec(col, ColumnKind.BINARY, nullable=bool(s.isna().any()), dtype=dtype, notes=notes))
                 continue
             kind = ColumnKind.INTEGER if integral else ColumnKind.CONTINUOUS
@@ -390,15 +689,21 @@ def infer_schema(
                 notes.append(f"integer with {nunique} levels: consider kind 'categorical'")
             # sentinels become missing values on ingest, so such a column is nullable
             nullable = bool(s.isna().any()) or bool(sentinels)
-            cols.append(
-                ColumnSpec(col, kind, nullable=nullable, missing_sentinels=sentinels, dtype=dtype, notes=notes)
-            )
+            cols.append(ColumnSpec(col, kind, nullable=nullable, missing_sentinels=[*markers, *sentinels],
+                                   dtype=dtype, notes=notes))
             continue
         if pd.api.types.is_bool_dtype(s):
             cols.append(ColumnSpec(col, ColumnKind.BINARY, nullable=bool(s.isna().any()), dtype=dtype))
             continue
         if _is_datetime_like(s):
             cols.append(ColumnSpec(col, ColumnKind.DATETIME, nullable=bool(s.isna().any()), dtype=dtype))
+            continue
+        longest = int(s.dropna().astype("str").str.len().max())
+        if longest > MAX_CATEGORY_CHARS and not unique_per_row:  # free text: no value goes into the schema
+            cols.append(ColumnSpec(col, ColumnKind.IGNORE, dtype=dtype, notes=[
+                f"text up to {longest} characters long (> {MAX_CATEGORY_CHARS}): free text, not modelled and "
+                f"no categories pinned"
+            ]))
             continue
         if unique_per_row or nunique > max_categories:
             kind = ColumnKind.IDENTIFIER if unique_per_row else ColumnKind.IGNORE
@@ -419,6 +724,13 @@ def infer_schema(
     ti = df[time_index]
     if not pd.api.types.is_datetime64_any_dtype(ti):
         schema.time_format = guess_time_format(ti)
+        other = ambiguous_day_month(ti, schema.time_format) if schema.time_format else None
+        if other is not None:
+            msg = (f"every date parses both as {schema.time_format} and as {other} (day and month are 12 or "
+                   f"less in all of them): guessed {schema.time_format}; if the days come first set "
+                   f"time_format: '{other}'")
+            log.warning("time index '%s': %s", time_index, msg)
+            schema.column(time_index).notes.append(msg)
     if entity_key is not None:
         _mark_static(df, schema)
     return schema

@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from synth_pipeline.errors import DataValidationError
+from synth_pipeline.errors import DataValidationError, SchemaError
 from synth_pipeline.schema import ColumnKind, ColumnSpec, DatasetSchema
 
 SAFE_RESULT_FORMAT: dict[str, Any] = {"result_format": "BASIC", "partial_unexpected_count": 0}
@@ -171,7 +171,8 @@ def expectation_plan(schema: DatasetSchema) -> list[tuple[str, dict[str, Any]]]:
     """The suite as (GX expectation class name, kwargs) pairs, in a stable order."""
     plan: list[tuple[str, dict[str, Any]]] = []
     keys = {schema.time_index, schema.entity_key} - {None}
-    specs = [c for c in schema.columns if c.name in set(schema.output_columns)]
+    outputs = set(schema.output_columns)  # once: a per-column rebuild made 300k columns quadratic
+    specs = [c for c in schema.columns if c.name in outputs]
     for c in specs:
         plan.append(("ExpectColumnToExist", {"column": c.name}))
     for c in specs:
@@ -196,7 +197,15 @@ def _build(schema: DatasetSchema):
     gx, gxe = _gx()
     suite = gx.ExpectationSuite(name=f"{schema.name}_suite")
     for cls_name, kwargs in expectation_plan(schema):
-        suite.add_expectation(getattr(gxe, cls_name)(**kwargs))
+        try:
+            expectation = getattr(gxe, cls_name)(**kwargs)
+        except Exception as e:  # pydantic refuses e.g. a text min set on a schema after loading
+            where = f"column '{kwargs['column']}'" if "column" in kwargs else "the schema"
+            raise SchemaError(
+                f"{where}: the schema's settings cannot be turned into the check {cls_name} "
+                f"({type(e).__name__}); min/max must be numbers with min <= max, categories plain values"
+            ) from None
+        suite.add_expectation(expectation)
     suite.meta["schema_fingerprint"] = schema.fingerprint()
     suite.meta["computed_checks"] = [  # evaluated in pandas by synth_pipeline.validate
         {"type": t, "kwargs": kw} for t, kw in _computed_check_plan(schema)
@@ -218,8 +227,9 @@ def _computed_check_plan(schema: DatasetSchema) -> list[tuple[str, dict[str, Any
     key = schema.entity_key
     out.append((ENTITY_LENGTH_CHECK, {"column": key, "min_value": int(schema.min_sequence_length)}))
     if key is not None:
+        outputs = set(schema.output_columns)
         for c in schema.static_columns:
-            if c.name in schema.output_columns:
+            if c.name in outputs:
                 out.append((STATIC_CHECK, {"column": c.name, "entity_key": key}))
     return out
 
@@ -294,6 +304,28 @@ def describe_failure(f: dict[str, Any]) -> str:
     if f.get("details"):
         text += f" [{f['details']}]"
     return text
+
+
+def _explain_exception(etype: str, kwargs: dict[str, Any], df: pd.DataFrame, messages: list[str]) -> str:
+    """Why GX could not evaluate an expectation, in words (its own messages may hold cell values,
+    so they are shown only when they match a known value-free form)."""
+    safe = [m for m in messages if _SAFE_EXCEPTION.match(m.strip())]
+    if safe:
+        return safe[0]
+    col = kwargs.get("column")
+    dtype = str(df[col].dtype) if col in df.columns and isinstance(df[col], pd.Series) else "unknown"
+    if etype == "expect_column_values_to_be_between":
+        lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
+        if lo is not None and hi is not None and lo > hi:
+            return (f"could not be evaluated: min {lo!r} is greater than max {hi!r}; swap them or fix the bound "
+                    f"in the schema")
+        return (f"could not be evaluated: the bounds (min {lo!r}, max {hi!r}) cannot be compared with the "
+                f"column's {dtype} values; make min/max numbers and the column numeric (kind continuous/integer)")
+    if etype == "expect_column_values_to_be_in_set":
+        return (f"could not be evaluated: the pinned categories cannot be compared with the column's {dtype} "
+                f"values; re-infer the schema or make the categories the same type as the data")
+    return (f"could not be evaluated by Great Expectations on the column's {dtype} values (its message is "
+            f"withheld because it can contain data values); check this column's kind and settings in the schema")
 
 
 def _computed_checks(df: pd.DataFrame, schema: DatasetSchema) -> list[dict[str, Any]]:
@@ -376,7 +408,7 @@ def validate(df: pd.DataFrame, schema: DatasetSchema, *, raise_on_failure: bool 
         if absent:
             details = "column missing from the data" if len(absent) == 1 else f"columns {absent} missing from the data"
         elif _exception_messages(entry.get("exception_info")):
-            details = "could not be evaluated (see exception_info in result_json)"
+            details = _explain_exception(etype, kwargs, df, _exception_messages(entry.get("exception_info")))
         elif etype in _TYPE_CHECKS and "observed_value" in result:
             expected = kwargs.get("type_") or "numeric"
             details = f"observed dtype {result['observed_value']}, expected {expected}"
