@@ -8,6 +8,7 @@ file/column and the fix. Nothing here ever echoes cell values (they may be perso
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,55 @@ def read_source(source: Any) -> pd.DataFrame:
     return df
 
 
+# Leading bytes of files that are not text: (magic, what it is, the fix).
+_BINARY_MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed", "name it '.csv.gz' so it is decompressed, or decompress it (gunzip)"),
+    (b"PK\x03\x04", "a ZIP archive", "name it '.csv.zip' (one CSV inside) or extract the CSV"),
+    (b"BZh", "bzip2-compressed", "name it '.csv.bz2' or decompress it (bunzip2)"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "name it '.csv.xz' or decompress it (unxz)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "name it '.csv.zst' or decompress it (unzstd)"),
+    (b"PAR1", "a Parquet file", "name it '.parquet' or set format: parquet on the source"),
+)
+_COMPRESSED_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".zst", ".tar")
+
+
+def _sniff_binary(path: Path) -> None:
+    """A compressed or Parquet file read as plain CSV fails with a misleading encoding error: say what it is."""
+    if path.suffix.lower() in _COMPRESSED_SUFFIXES:
+        return  # pandas decompresses by suffix
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return
+    for magic, what, fix in _BINARY_MAGIC:
+        if head.startswith(magic):
+            raise IngestError(f"source file '{path}' is {what}, not plain CSV text; {fix}")
+
+
+def _check_header(path: Path, enc: str) -> None:
+    """Refuse duplicate header names: pandas would silently rename the second 'Open' to 'Open.1'."""
+    try:  # the header row as data: no renaming; same quoting and decompression rules as the read
+        first = pd.read_csv(path, encoding=enc, header=None, nrows=1, dtype=str, keep_default_na=False)
+    except (ValueError, OSError, pd.errors.ParserError):
+        return
+    stripped = [str(h).strip() for h in first.iloc[0].tolist()] if len(first) else []
+    seen: set[str] = set()
+    dup: list[str] = []
+    for h in stripped:
+        if h in seen and h not in dup:
+            dup.append(h)
+        seen.add(h)
+    if dup:
+        raise IngestError(
+            f"source file '{path}' has duplicate column header(s) {dup[:10]} (after trimming spaces); "
+            f"rename them so each column has its own name"
+        )
+
+
 def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding  # strips a BOM
+    _sniff_binary(path)
     try:
         df = pd.read_csv(path, encoding=enc, keep_default_na=False, na_values=NA_STRINGS, low_memory=False)
     except UnicodeDecodeError as e:
@@ -102,6 +150,7 @@ def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
         raise IngestError(f"source file '{path}' is empty; point the config at a file with a header and rows") from None
     except pd.errors.ParserError as e:
         raise IngestError(f"source file '{path}' is not well-formed CSV: {str(e).splitlines()[0]}") from None
+    _check_header(path, enc)
     df.columns = [str(c).strip() for c in df.columns]
     return df
 
@@ -206,12 +255,14 @@ def parse_times(values: pd.Series, schema: DatasetSchema, column: str, source: s
                 f"{where}column '{column}' mixes timestamps with and without UTC offsets; set 'timezone' "
                 f"in the schema (e.g. UTC) so all are converted to one zone"
             )
+        dayfirst = _day_first(raw, column, where) if schema.time_format is None else None
         try:
             if schema.timezone is not None and not has_offset.all():
-                parsed = _parse_local_times(raw, has_offset, schema, column, where)
+                parsed = _parse_local_times(raw, has_offset, schema, column, where, dayfirst=bool(dayfirst))
             else:
                 parsed = pd.to_datetime(
-                    raw, format=schema.time_format or "mixed", errors="coerce", utc=schema.timezone is not None
+                    raw, format=schema.time_format or "mixed", errors="coerce", utc=schema.timezone is not None,
+                    dayfirst=bool(dayfirst),
                 )
         except IngestError:
             raise
@@ -242,11 +293,43 @@ def parse_times(values: pd.Series, schema: DatasetSchema, column: str, source: s
     return parsed
 
 
-def _parse_local_times(raw: pd.Series, has_offset: pd.Series, schema: DatasetSchema, column: str, where: str) -> pd.Series:
+_NUMERIC_DATE = r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}(?:\D|$)"
+
+
+def _day_first(raw: pd.Series, column: str, where: str) -> bool | None:
+    """Without a time_format, dates such as 05/06/2020 are read one order for the whole column:
+    day first when some first field exceeds 12, month first when some second field does (pandas'
+    'mixed' parsing would decide per value). None: not such dates. Ambiguous or contradictory
+    columns are refused, naming the formats to set."""
+    parts = raw.str.extract(_NUMERIC_DATE)
+    have = parts[0].notna()
+    if not have.any():
+        return None
+    a = parts[0][have].astype(int)
+    b = parts[1][have].astype(int)
+    first_big, second_big = bool((a > 12).any()), bool((b > 12).any())
+    if first_big and second_big:
+        raise IngestError(
+            f"{where}column '{column}': some dates put the day first and others the month first; clean the "
+            f"source so all use one order, then set 'time_format' in the schema (e.g. '%d/%m/%Y')"
+        )
+    if first_big or second_big:
+        return first_big
+    if bool((a != b).any()):
+        raise IngestError(
+            f"{where}column '{column}': dates like 05/06/2020 are ambiguous here (day and month are both 12 or "
+            f"less in every value, so the order cannot be told from the data); set 'time_format' in the "
+            f"schema, e.g. '%d/%m/%Y' (day first) or '%m/%d/%Y' (month first)"
+        )
+    return False
+
+
+def _parse_local_times(raw: pd.Series, has_offset: pd.Series, schema: DatasetSchema, column: str, where: str,
+                       dayfirst: bool = False) -> pd.Series:
     """With a schema zone, timestamps without an offset are wall-clock times in that zone (not UTC)."""
     tz = schema.timezone
     fmt = schema.time_format or "mixed"
-    naive = pd.to_datetime(raw.where(~has_offset), format=fmt, errors="coerce")
+    naive = pd.to_datetime(raw.where(~has_offset), format=fmt, errors="coerce", dayfirst=dayfirst)
     if getattr(naive.dt, "tz", None) is not None:  # the format itself carried an offset (%z)
         naive = naive.dt.tz_convert(tz)
     else:
@@ -261,7 +344,8 @@ def _parse_local_times(raw: pd.Series, has_offset: pd.Series, schema: DatasetSch
             )
     if not has_offset.any():
         return naive
-    aware = pd.to_datetime(raw.where(has_offset), format=fmt, errors="coerce", utc=True).dt.tz_convert(tz)
+    aware = pd.to_datetime(raw.where(has_offset), format=fmt, errors="coerce", utc=True,
+                           dayfirst=dayfirst).dt.tz_convert(tz)
     return naive.where(~has_offset, aware)
 
 
@@ -269,13 +353,15 @@ def coerce(df: pd.DataFrame, schema: DatasetSchema, source: str = "") -> pd.Data
     """Cast raw columns to the schema's kinds; drop ignore columns; refuse PII; sentinels -> NaN."""
     where = f"{source}: " if source else ""
     schema.check_privacy()
-    missing = [c.name for c in schema.columns if c.name not in df.columns and c.kind != ColumnKind.IGNORE]
+    present = set(df.columns)
+    missing = [c.name for c in schema.columns if c.name not in present and c.kind != ColumnKind.IGNORE]
     if missing:
         raise SchemaError(
             f"{where}column(s) {missing} from the schema are missing in the data (columns: {list(df.columns)}); "
             f"fix the source or the schema"
         )
-    extra = [c for c in df.columns if c not in {s.name for s in schema.columns}]
+    declared = {s.name for s in schema.columns}
+    extra = [c for c in df.columns if c not in declared]
     if extra:
         raise SchemaError(
             f"{where}column(s) {extra} are not in the schema; add them (kind 'ignore' to drop) or re-run "
@@ -283,6 +369,11 @@ def coerce(df: pd.DataFrame, schema: DatasetSchema, source: str = "") -> pd.Data
         )
     if df.empty:
         raise IngestError(f"{where}the table has no rows")
+    if len(present) != len(df.columns):
+        cols = [str(c) for c in df.columns]
+        dup = sorted(n for n, k in Counter(cols).items() if k > 1)
+        raise SchemaError(f"{where}the table has duplicate column name(s) {dup[:10]}; rename them")
+    schema.check_content_privacy(df)  # values that look like personal data, unless reviewed
     out: dict[str, pd.Series] = {}
     for c in schema.columns:
         if c.kind in (ColumnKind.IGNORE,) or c.name not in df.columns:
@@ -293,9 +384,13 @@ def coerce(df: pd.DataFrame, schema: DatasetSchema, source: str = "") -> pd.Data
             if s.isna().any():
                 raise IngestError(f"{where}time index '{c.name}' has {int(s.isna().sum())} missing value(s); drop those rows")
         elif c.kind in (ColumnKind.CONTINUOUS, ColumnKind.INTEGER):
+            markers = [m.strip() for m in c.missing_sentinels if isinstance(m, str)]
+            numbers = [m for m in c.missing_sentinels if not isinstance(m, str)]
+            if markers and not pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+                s = s.mask(s.astype("str").str.strip().isin(markers) & s.notna())  # 'n.a.' -> missing
             s = _to_numeric(s, c.name, where)
-            if c.missing_sentinels:
-                s = s.mask(s.isin(c.missing_sentinels))
+            if numbers:
+                s = s.mask(s.isin(numbers))
         elif c.kind == ColumnKind.DATETIME:
             s = parse_times(s, schema, c.name, source)
         elif c.kind in (ColumnKind.CATEGORICAL, ColumnKind.BINARY):

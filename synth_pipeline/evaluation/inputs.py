@@ -194,6 +194,7 @@ def prepare_inputs(
                 raise
             raise EvaluationInputError(str(e)) from None
         layouts[role] = layout
+    check_synthetic_values(frames["synthetic"], schema)
     _check_leakage(frames, schema)
     counts = {}
     for role in ROLES:
@@ -212,6 +213,26 @@ def prepare_inputs(
             f"holdout_fraction between 0.05 and 0.5, or raise max_size_ratio in the gate config"
         )
     return PreparedInputs(frames=frames, layouts=layouts, n_sequences=counts)
+
+
+def check_synthetic_values(df: pd.DataFrame, schema: DatasetSchema) -> None:
+    """A synthetic table may only hold what the schema allows: pinned categories, and values in every
+    non-nullable column. Counts only in the message (never values)."""
+    bad = []
+    for spec in schema.modelled:
+        s = df[spec.name]
+        if not spec.nullable and s.isna().any():
+            bad.append(f"'{spec.name}' has {int(s.isna().sum())} missing value(s) but is not nullable")
+        if spec.categories is not None and spec.kind in (ColumnKind.CATEGORICAL, ColumnKind.BINARY):
+            outside = s.notna() & ~s.isin(spec.categories)
+            if outside.any():
+                bad.append(f"'{spec.name}' has {int(outside.sum())} value(s) outside the schema's "
+                           f"{len(spec.categories)} categories")
+    if bad:
+        raise EvaluationInputError(
+            "synthetic table does not fit the schema: " + "; ".join(bad)
+            + "; a model trained on this schema cannot produce these: regenerate the table, or fix the export"
+        )
 
 
 def _check_leakage(frames: dict[str, pd.DataFrame], schema: DatasetSchema) -> None:
