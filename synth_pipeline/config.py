@@ -6,6 +6,7 @@ Saved as JSON next to the weights so a model directory fully describes how it wa
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +113,9 @@ class ModelConfig:
         if self.denoiser not in ("gru", "transformer"):
             raise ConfigError(f"unknown model.denoiser '{self.denoiser}'; valid: gru, transformer")
         if self.solver not in SOLVERS:
+        _check_types(self)
+        check_seed(self.seed, "model.seed")
+        check_device_name(self.device)
             raise ConfigError(f"unknown model.solver '{self.solver}'; valid: {', '.join(SOLVERS)}")
         if self.beta_schedule not in ("linear", "cosine"):
             raise ConfigError(f"unknown model.beta_schedule '{self.beta_schedule}'; valid: linear, cosine")
@@ -189,6 +193,90 @@ def parse_overrides(items: list[str] | None, prefix: str = "model.") -> dict[str
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. model.vae_steps=100)")
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeding accept 0 .. 2**32 - 1 everywhere
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """A seed usable by numpy and torch: an integer in [0, 2**32 - 1]."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{what}={seed!r} is not a valid seed; use an integer from 0 to {MAX_SEED}")
+    return seed
+
+
+def check_device_name(device: Any) -> str:
+    """``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N`` (no torch import: configs are parsed in DAG files)."""
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise ConfigError(f"device {device!r} is not valid; use auto, cpu, cuda, cuda:N (N = GPU index) or mps")
+    return device
+
+
+def check_device(device: str) -> str:
+    """``check_device_name`` plus: the device exists on this machine (imports torch)."""
+    check_device_name(device)
+    if device in ("auto", "cpu"):
+        return device
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("device 'mps' is not available on this machine; use --device cpu (or auto)")
+        return device
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' is not available: this machine has no usable CUDA GPU "
+                          f"(or torch was built without CUDA); use --device cpu (or auto)")
+    n = torch.cuda.device_count()
+    idx = int(device.partition(":")[2] or 0)
+    if idx >= n:
+        raise ConfigError(f"device '{device}' does not exist: this machine has {n} CUDA GPU(s) "
+                          f"(cuda:0 .. cuda:{n - 1}); pick one of them or use auto")
+    return device
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _check_types(c: ModelConfig) -> None:
+    """Each option has the type of its field (``--set model.vae_steps=abc`` names the option)."""
+    for f in dataclasses.fields(c):
+        v = getattr(c, f.name)
+        t = str(f.type).replace(" ", "")
+        optional = t.endswith("|None")
+        base = t.removesuffix("|None")
+        if v is None and optional:
+            continue
+        ok = True
+        if base == "int":
+            if isinstance(v, float) and v.is_integer():
+                setattr(c, f.name, int(v))
+            else:
+                ok = isinstance(v, int) and not isinstance(v, bool)
+        elif base == "float":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        elif base == "bool":
+            ok = isinstance(v, bool)
+        elif base == "str":
+            ok = isinstance(v, str)
+        elif base.startswith("tuple[float"):
+            ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        else:
+            continue
+        if not ok:
+            want = _TYPE_NAMES.get(base, "two numbers [lo, hi]") + (" or null" if optional else "")
+            raise ConfigError(f"model.{f.name}={v!r} must be {want} (default: {f.default!r}); "
+                              f"e.g. --set model.{f.name}={_example(f)}")
+
+
+def _example(f: dataclasses.Field) -> str:
+    d = f.default
+    if isinstance(d, bool):
+        return str(d).lower()
+    if isinstance(d, tuple):
+        return "[" + ", ".join(map(str, d)) + "]"
+    return "null" if d is None else str(d)
+
+
         key = key.strip()
         if key.startswith(prefix):
             key = key[len(prefix):]

@@ -41,6 +41,15 @@ class ModelFileError(SynthPipelineError, OSError):
     """A model directory is missing files or was written by an incompatible version."""
 
 
+class OutputError(SynthPipelineError, OSError):
+    """An output path cannot be used: it exists (pass ``--force``), is a folder, lies inside a model
+    folder, has an unsupported suffix, or its folder cannot be written."""
+
+
+class UnsafeQueryError(IngestError):
+    """A SQL source's query is not exactly one read-only SELECT (or WITH ... SELECT) statement."""
+
+
 class ReleaseError(SynthPipelineError, OSError):
     """A release cannot be published: bad dataset name / release id, unwritable release root,
     or a different release already exists for the logical date (pass ``overwrite=True``)."""

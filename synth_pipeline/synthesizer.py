@@ -25,6 +25,7 @@ from synth_pipeline.encoding import TableEncoder, _calendar, _to_ns, sequence_in
 from synth_pipeline.errors import ConditioningError, ModelFileError
 from synth_pipeline.ingest import coerce, parse_times
 from synth_pipeline.io_utils import atomic_write_json
+from synth_pipeline.model_files import check_model_dir, load_errors, write_marker
 from synth_pipeline.models.timeautodiff import Conditions, TimeAutoDiff
 from synth_pipeline.schema import DatasetSchema
 
@@ -231,6 +232,7 @@ class Synthesizer:
                 "fit_seconds": self.fit_seconds,
             })
             self.schema.to_yaml(tmp / "schema.yaml")
+            write_marker(tmp)  # `train --out` replaces only folders carrying this marker (model_files.py)
             if directory.exists():
                 old = directory.parent / f".{directory.name}.old-{os.getpid()}"
                 os.replace(directory, old)
@@ -244,17 +246,15 @@ class Synthesizer:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "auto") -> Synthesizer:
-        directory = Path(directory)
-        for f in ("encoder.json", "model_config.json", "weights.pt", "synthesizer.json"):
-            if not (directory / f).exists():
-                raise ModelFileError(f"model directory '{directory}' lacks {f}; pass a directory written by Synthesizer.save()")
-        enc = TableEncoder.load(directory / "encoder.json")
-        model = TimeAutoDiff.load(directory, device=device)
-        meta: dict[str, Any] = json.loads((directory / "synthesizer.json").read_text(encoding="utf-8"))
-        syn = cls(enc.schema, model.config)
-        syn.encoder, syn.model = enc, model
-        for k in ("length_support", "length_counts", "start_support", "start_counts", "fit_seconds"):
-            setattr(syn, k, meta[k])
+        directory = check_model_dir(directory)  # ModelFileError naming the broken file (model_files.py)
+        with load_errors(directory, "encoder.json / synthesizer.json / weights.pt"):
+            enc = TableEncoder.load(directory / "encoder.json")
+            model = TimeAutoDiff.load(directory, device=device)
+            meta: dict[str, Any] = json.loads((directory / "synthesizer.json").read_text(encoding="utf-8"))
+            syn = cls(enc.schema, model.config)
+            syn.encoder, syn.model = enc, model
+            for k in ("length_support", "length_counts", "start_support", "start_counts", "fit_seconds"):
+                setattr(syn, k, meta[k])
         return syn
 
 

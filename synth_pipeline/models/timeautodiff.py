@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synth_pipeline.config import ModelConfig
+from synth_pipeline.config import ModelConfig, check_device
 from synth_pipeline.encoding import EncodedData
 from synth_pipeline.errors import ConfigError, ModelFileError
 from synth_pipeline.models.denoiser import LatentDenoiser
@@ -39,6 +39,7 @@ FORMAT_VERSION = 1
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     return torch.device(device)
 
 
@@ -498,18 +499,22 @@ class TimeAutoDiff:
             raise ModelFileError(f"'{directory}' has no model_config.json; pass a directory written by save()") from None
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelFileError(f"'{directory}' has model format {meta.get('format_version')}, expected {FORMAT_VERSION}")
-        cfg = ModelConfig.from_dict({**meta["config"], "device": device})
-        model = cls(cfg, meta["dims"])
-        state = torch.load(directory / "weights.pt", map_location=model.device, weights_only=True)
-        model.vae.load_state_dict(state["vae"])
-        model.ema.load_state_dict(state["ema"])
-        model.denoiser.load_state_dict(state["denoiser"])
-        model.static_model.load_state_dict(state["static"])
-        if model.psld is not None:
-            model.psld.load_state_dict(state["psld"])
-        if model.refiner is not None:
-            model.refiner.load_state_dict(state["refiner"])
-            model.refiner_ema.load_state_dict(state["refiner_ema"])
-        model.latent_mean, model.latent_std = state["latent_mean"].cpu(), state["latent_std"].cpu()
+        from synth_pipeline.model_files import load_errors
+
+        check_device(device)  # an unavailable device is a ConfigError, not a corrupt model
+        with load_errors(directory):  # corrupt/truncated/foreign files -> ModelFileError (never torch's advice)
+            cfg = ModelConfig.from_dict({**meta["config"], "device": device})
+            model = cls(cfg, meta["dims"])
+            state = torch.load(directory / "weights.pt", map_location=model.device, weights_only=True)
+            model.vae.load_state_dict(state["vae"])
+            model.ema.load_state_dict(state["ema"])
+            model.denoiser.load_state_dict(state["denoiser"])
+            model.static_model.load_state_dict(state["static"])
+            if model.psld is not None:
+                model.psld.load_state_dict(state["psld"])
+            if model.refiner is not None:
+                model.refiner.load_state_dict(state["refiner"])
+                model.refiner_ema.load_state_dict(state["refiner_ema"])
+            model.latent_mean, model.latent_std = state["latent_mean"].cpu(), state["latent_std"].cpu()
         model.history, model.fit_seconds = meta.get("history", []), meta.get("fit_seconds", 0.0)
         return model
