@@ -74,6 +74,8 @@ def read_source(source: Any) -> pd.DataFrame:
         path = Path(src.path.removeprefix("file://"))
         if not path.exists():
             raise IngestError(f"source file '{path}' does not exist; check the path in the config")
+        if path.is_dir():
+            raise IngestError(f"source '{path}' is a folder; give the path of a CSV or Parquet file")
         if path.stat().st_size == 0:
             raise IngestError(f"source file '{path}' is empty; point the config at a file with a header and rows")
         if kind == "parquet":
@@ -156,39 +158,10 @@ def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
 
 
 def _read_sql(src: Source) -> pd.DataFrame:
-    import sqlalchemy as sa
+    """Read-only: one parsed SELECT, read-only connection, always rolled back (sql_source.py)."""
+    from synth_pipeline.sql_source import read_sql
 
-    if (src.table is None) == (src.query is None):
-        raise IngestError(f"SQL source '{_redact(src.path)}' needs exactly one of 'table' or 'query'")
-    if src.table is not None and not _SQL_NAME.match(src.table):
-        raise IngestError(
-            f"SQL table name '{src.table}' is not a plain identifier; use letters, digits and '_' "
-            f"(optionally schema.table), or pass a 'query' instead"
-        )
-    if src.query is not None and not src.query.lstrip().lower().startswith(("select", "with")):
-        raise IngestError("SQL 'query' must be a read-only SELECT (or WITH ... SELECT) statement")
-    try:
-        engine = sa.create_engine(src.path)
-    except Exception as e:
-        raise IngestError(f"SQL URI '{_redact(src.path)}' is not a valid SQLAlchemy URI: {type(e).__name__}") from None
-    try:
-        with engine.connect() as conn:
-            if src.table is not None:
-                insp = sa.inspect(conn)
-                schema_name, _, table = src.table.rpartition(".")
-                if table not in insp.get_table_names(schema=schema_name or None):
-                    raise IngestError(f"table '{src.table}' does not exist in '{_redact(src.path)}'")
-                tbl = sa.Table(table, sa.MetaData(), schema=schema_name or None, autoload_with=conn)
-                df = pd.read_sql(sa.select(tbl), conn)
-            else:
-                df = pd.read_sql(sa.text(src.query), conn)
-    except IngestError:
-        raise
-    except sa.exc.SQLAlchemyError as e:
-        raise IngestError(f"SQL source '{_redact(src.path)}' failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    finally:
-        engine.dispose()
-    return df
+    return read_sql(src)
 
 
 def _redact(uri: str) -> str:
