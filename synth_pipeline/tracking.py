@@ -302,9 +302,8 @@ def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
     """Fail fast (TrackingError) when an HTTP tracking server does not answer ``/health``, or a
     local store's folder cannot be written. Runs before any training."""
     if tracking_uri.startswith(("http://", "https://")):
-        url = tracking_uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http(s) only)
+        try:  # user:pw@ in the URI goes into a basic-auth header, not the URL (tracking_uri.py)
+            with urllib.request.urlopen(health_request(tracking_uri), timeout=timeout) as resp:  # noqa: S310
                 if resp.status != 200:
                     raise TrackingError(f"MLflow tracking server {redact_uri(tracking_uri)} answered /health "
                                         f"with HTTP {resp.status}")
@@ -346,20 +345,25 @@ def connect(tracking_uri: str) -> Iterator[Any]:
     env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     saved_env = {k: os.environ.get(k) for k in env_keys}
     saved_t, saved_r = tracking_utils._tracking_uri, registry_utils._registry_uri
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        yield MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    finally:
-        mlflow.set_tracking_uri(saved_t)
-        registry_utils._registry_uri = saved_r
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    # user:pw@ moves to MLFLOW_TRACKING_USERNAME/PASSWORD for the block: never in a URL MLflow prints
+    with credentials_env(tracking_uri) as tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        try:
+            yield MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        finally:
+            mlflow.set_tracking_uri(saved_t)
+            registry_utils._registry_uri = saved_r
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
+    from synth_pipeline.tracking_uri import check_scheme, health_request
+
+    check_scheme(tracking_uri)  # ftp://... -> TrackingError listing the valid schemes
 @contextmanager
 def mlflow_errors(what: str) -> Iterator[None]:
     """Turn MLflow/network failures inside the block into one TrackingError naming ``what``."""
@@ -400,6 +404,7 @@ def airflow_tags(context: Mapping[str, Any] | None = None) -> dict[str, str]:
 def flat_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mapping -> ``{"a.b": "value"}`` (MLflow params are strings, 6000 chars max)."""
     out: dict[str, str] = {}
+    from synth_pipeline.tracking_uri import credentials_env
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping) and v:
