@@ -108,14 +108,14 @@ class ModelConfig:
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
+        _check_types(self)
+        check_seed(self.seed, "model.seed")
+        check_device_name(self.device)
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset '{self.preset}'; valid presets: {', '.join(PRESETS)}")
         if self.denoiser not in ("gru", "transformer"):
             raise ConfigError(f"unknown model.denoiser '{self.denoiser}'; valid: gru, transformer")
         if self.solver not in SOLVERS:
-        _check_types(self)
-        check_seed(self.seed, "model.seed")
-        check_device_name(self.device)
             raise ConfigError(f"unknown model.solver '{self.solver}'; valid: {', '.join(SOLVERS)}")
         if self.beta_schedule not in ("linear", "cosine"):
             raise ConfigError(f"unknown model.beta_schedule '{self.beta_schedule}'; valid: linear, cosine")
@@ -179,20 +179,6 @@ def _check_options(c: ModelConfig) -> None:
         raise ConfigError(f"model.stage_scales={c.stage_scales} must be >= 1")
 
 
-def _check_keys(values: dict[str, Any]) -> None:
-    valid = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(values) - valid)
-    if unknown:
-        raise ConfigError(f"unknown model option(s) {unknown}; valid options: {', '.join(sorted(valid))}")
-
-
-def parse_overrides(items: list[str] | None, prefix: str = "model.") -> dict[str, Any]:
-    """``["model.vae_steps=50", "model.denoiser=transformer"]`` -> ``{"vae_steps": 50, ...}`` (YAML-typed)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. model.vae_steps=100)")
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeding accept 0 .. 2**32 - 1 everywhere
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -277,6 +263,20 @@ def _example(f: dataclasses.Field) -> str:
     return "null" if d is None else str(d)
 
 
+def _check_keys(values: dict[str, Any]) -> None:
+    valid = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ConfigError(f"unknown model option(s) {unknown}; valid options: {', '.join(sorted(valid))}")
+
+
+def parse_overrides(items: list[str] | None, prefix: str = "model.") -> dict[str, Any]:
+    """``["model.vae_steps=50", "model.denoiser=transformer"]`` -> ``{"vae_steps": 50, ...}`` (YAML-typed)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. model.vae_steps=100)")
         key = key.strip()
         if key.startswith(prefix):
             key = key[len(prefix):]

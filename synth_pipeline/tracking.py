@@ -301,6 +301,9 @@ def redact_uri(uri: str) -> str:
 def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
     """Fail fast (TrackingError) when an HTTP tracking server does not answer ``/health``, or a
     local store's folder cannot be written. Runs before any training."""
+    from synth_pipeline.tracking_uri import check_scheme, health_request
+
+    check_scheme(tracking_uri)  # ftp://... -> TrackingError listing the valid schemes
     if tracking_uri.startswith(("http://", "https://")):
         try:  # user:pw@ in the URI goes into a basic-auth header, not the URL (tracking_uri.py)
             with urllib.request.urlopen(health_request(tracking_uri), timeout=timeout) as resp:  # noqa: S310
@@ -340,6 +343,7 @@ def connect(tracking_uri: str) -> Iterator[Any]:
     from mlflow.tracking import MlflowClient
 
     import mlflow
+    from synth_pipeline.tracking_uri import credentials_env
 
     check_reachable(tracking_uri)
     env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -361,9 +365,6 @@ def connect(tracking_uri: str) -> Iterator[Any]:
                     os.environ[k] = v
 
 
-    from synth_pipeline.tracking_uri import check_scheme, health_request
-
-    check_scheme(tracking_uri)  # ftp://... -> TrackingError listing the valid schemes
 @contextmanager
 def mlflow_errors(what: str) -> Iterator[None]:
     """Turn MLflow/network failures inside the block into one TrackingError naming ``what``."""
@@ -404,7 +405,6 @@ def airflow_tags(context: Mapping[str, Any] | None = None) -> dict[str, str]:
 def flat_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mapping -> ``{"a.b": "value"}`` (MLflow params are strings, 6000 chars max)."""
     out: dict[str, str] = {}
-    from synth_pipeline.tracking_uri import credentials_env
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping) and v:
