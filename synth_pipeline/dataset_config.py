@@ -13,6 +13,8 @@ split:
   holdout_fraction: 0.2              # share of entities (or windows of a long series) held out
 generate:
   n_sequences: null                  # synthetic sequences; null = as many as the train split has
+  max_sequences: null                # upper bound on n_sequences, checked at load time; null = 1,000,000
+                                     # (or $SYNTH_PIPELINE_MAX_SEQUENCES)
 seed: 0                              # split, model, generation and evaluation seed
 gate: {min_sequences: 20}            # GateConfig thresholds inline, or a path to a gate YAML
 release:
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from synth_pipeline.config import ModelConfig
+from synth_pipeline.config import ModelConfig, check_seed
 from synth_pipeline.errors import ConfigError, IngestError, SchemaError
 from synth_pipeline.io_utils import read_yaml
 
@@ -64,7 +66,7 @@ _TOP_KEYS: dict[str, set[str] | None] = {
     "schema": None,
     "model": {"preset", "overrides"},
     "split": {"holdout_fraction"},
-    "generate": {"n_sequences"},
+    "generate": {"n_sequences", "max_sequences"},
     "seed": None,
     "gate": None,  # checked by GateConfig.from_dict
     "release": {"root"},
@@ -93,6 +95,7 @@ class DatasetConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     holdout_fraction: float = 0.2
     n_sequences: int | None = None
+    max_sequences: int | None = None  # None: streaming.max_sequences() (env or default)
     seed: int = 0
     gate: dict[str, Any] = field(default_factory=dict)
     release_root: Path | None = None
@@ -118,12 +121,29 @@ class DatasetConfig:
                               f"got {self.n_sequences!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"{self._where}seed must be an integer, got {self.seed!r}")
+        check_seed(self.seed, f"{self._where}seed")
+        from synth_pipeline.streaming import check_n_sequences, max_sequences
+
+        try:
+            limit = max_sequences(self.max_sequences, "generate.max_sequences")
+            if self.n_sequences is not None:
+                check_n_sequences(self.n_sequences, limit, "generate.n_sequences")
+        except ConfigError as e:
+            raise ConfigError(f"{self._where}{e}") from None
         if not isinstance(self.model_overrides, dict):
             raise ConfigError(f"{self._where}model.overrides must be a mapping of option: value")
         if not isinstance(self.gate, dict):
             raise ConfigError(f"{self._where}gate must be a mapping of threshold: value")
         if self.registered_model is not None:
             check_name(self.registered_model, "mlflow.registered_model")
+        if self.tracking_uri is not None:
+            from synth_pipeline.errors import TrackingError
+            from synth_pipeline.tracking_uri import check_scheme
+
+            try:
+                check_scheme(self.tracking_uri)
+            except TrackingError as e:
+                raise ConfigError(f"{self._where}mlflow.tracking_uri: {e}") from None
         try:  # unknown model options fail now, not after ingest
             self.model_config()
         except ConfigError as e:
@@ -200,7 +220,8 @@ class DatasetConfig:
             "schema": str(self.schema_path) if self.schema_path else "<inline>",
             "model": {"preset": self.model_preset, "overrides": dict(self.model_overrides)},
             "split": {"holdout_fraction": self.holdout_fraction},
-            "generate": {"n_sequences": self.n_sequences},
+            "generate": {"n_sequences": self.n_sequences,
+                         **({"max_sequences": self.max_sequences} if self.max_sequences is not None else {})},
             "seed": self.seed,
             "gate": copy.deepcopy(self.gate),
             "release": {"root": str(self.release_root) if self.release_root else None},
@@ -276,6 +297,7 @@ class DatasetConfig:
                 model_overrides=model.get("overrides") or {},
                 holdout_fraction=(data.get("split") or {}).get("holdout_fraction", 0.2),
                 n_sequences=(data.get("generate") or {}).get("n_sequences"),
+                max_sequences=(data.get("generate") or {}).get("max_sequences"),
                 seed=data.get("seed", 0) if data.get("seed") is not None else 0,
                 gate=gate,
                 release_root=_resolve(str(root), base) if root else None,
@@ -321,6 +343,11 @@ def check_structure(data: Any, where: str = "config: ") -> None:
         except ConfigError as e:
             raise ConfigError(f"{where}{e}") from None
     model = data.get("model") or {}
+    if not isinstance(model.get("overrides") or {}, dict):
+        raise ConfigError(f"{where}model.overrides must be a mapping of option: value (e.g. "
+                          f"{{vae_steps: 600}}), got {type(model['overrides']).__name__} {model['overrides']!r}")
+    if not isinstance(model.get("preset", "fast"), str):
+        raise ConfigError(f"{where}model.preset must be one of fast, default, quality; got {model['preset']!r}")
     try:
         ModelConfig.from_preset(model.get("preset", "fast"), model.get("overrides") or {})
     except ConfigError as e:
@@ -368,6 +395,13 @@ def _source(obj: Any, base: Path, where: str, key: str) -> Source:
         src = Source.parse(obj)
     except IngestError as e:
         raise ConfigError(f"{where}{key}: {e}") from None
+    if src.kind == "sql" and src.query is not None:  # one read-only SELECT, checked before anything runs
+        from synth_pipeline.sql_source import check_select
+
+        try:
+            check_select(src.query)
+        except IngestError as e:
+            raise ConfigError(f"{where}{key}.query: {e}") from None
     if src.kind != "sql":
         raw = src.path.removeprefix("file://")
         path = _resolve(raw, base)
