@@ -49,8 +49,13 @@ class ModelConfig:
     progress: bool = True
     # encoding
     n_quantiles: int = 256
-    clip_quantiles: tuple[float, float] = (0.001, 0.999)
-    min_category_count: int = 1
+    clip_quantiles: tuple[float, float] = (0.001, 0.999)  # the audit's unprotected maps only
+    # privacy protection (transformers/protection.py): a category level, start-time bin or length bin
+    # needs protect_k distinct entities (sequences of a keyless series); numeric tails are clipped at a
+    # random clip_rank-th extreme entity; protected levels decode to rare_token
+    protect_k: int = 5
+    clip_rank: tuple[int, int] = (5, 7)
+    rare_token: str = "_RARE_"
     max_categories: int = 1000
     static_bins: int = 32
     min_bin_sequences: int = 10  # small panels get fewer level / static-numeric bins (memorisation)
@@ -120,6 +125,7 @@ class ModelConfig:
         if self.beta_schedule not in ("linear", "cosine"):
             raise ConfigError(f"unknown model.beta_schedule '{self.beta_schedule}'; valid: linear, cosine")
         _check_options(self)
+        self.protection()  # validates protect_k, clip_rank, rare_token
         self.clip_quantiles = tuple(self.clip_quantiles)  # type: ignore[assignment]
         lo, hi = self.clip_quantiles
         if not 0 <= lo < hi <= 1:
@@ -129,6 +135,13 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be a positive integer")
         if not 0.0 <= self.val_fraction < 0.5:
             raise ConfigError("model.val_fraction must be in [0, 0.5)")
+
+    def protection(self):  # noqa: ANN201 - transformers.Protection (imported lazily: numpy/pandas)
+        """The encoder's privacy protection for this configuration."""
+        from synth_pipeline.transformers.protection import Protection
+
+        return Protection(k=self.protect_k, clip_rank=tuple(self.clip_rank), rare_token=self.rare_token,
+                          seed=self.seed)
 
     @classmethod
     def from_preset(cls, preset: str = "fast", overrides: dict[str, Any] | None = None, **kw: Any) -> ModelConfig:
@@ -141,6 +154,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["clip_quantiles"] = list(self.clip_quantiles)
+        d["clip_rank"] = list(self.clip_rank)
         return d
 
     @classmethod

@@ -38,6 +38,7 @@ anything is read or trained.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -208,10 +209,12 @@ class DatasetConfig:
             if s is None:
                 return None
             d = {"path": _redact(s.path)}
-            for k in ("table", "query", "encoding", "format"):
+            for k in ("table", "encoding", "format"):
                 v = getattr(s, k)
                 if v is not None and not (k == "encoding" and v == "utf-8"):
                     d[k] = v
+            if s.query is not None:  # a query may hold literals (names, ids): lineage keeps its digest only
+                d["query_sha256"] = hashlib.sha256(s.query.encode("utf-8")).hexdigest()
             return d
 
         return {

@@ -69,3 +69,7 @@ class GateFailedError(SynthPipelineError):
     def __init__(self, message: str, result: object | None = None):
         super().__init__(message)
         self.result = result
+
+
+class UngatedModelError(SynthPipelineError, PermissionError):
+    """A registered model whose release gate failed (or never ran) was asked to generate."""

@@ -25,7 +25,7 @@ MODEL_FILES = ("encoder.json", "model_config.json", "weights.pt", "synthesizer.j
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "synthesizer.json": ("fit_seconds",),
     "model_config.json": ("format_version", "config", "dims"),
-    "encoder.json": ("schema", "codecs"),
+    "encoder.json": ("schema", "codecs", "layout"),
 }
 OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 _FIX = ("re-train it (synth-pipeline train ... --out DIR) or restore the folder from its MLflow run "

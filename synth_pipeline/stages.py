@@ -25,8 +25,11 @@ MLflow: one run per attempt, created by train and resumed by each later stage (p
 config, step metrics = training losses, final metrics = fidelity + privacy, tags = dataset,
 logical date, fingerprints, gate verdict, Airflow ids; artifacts = schema.yaml, expectation suite
 + validation result, config, lineage, report/report.html, metrics.json, gate.json). The model is
-registered as a version of ``<dataset>-synthesizer`` with alias ``candidate``. Gate pass: publish
-writes the release, then ``champion`` moves and the version is tagged ``gate=passed``. Gate fail:
+registered as a version of ``<dataset>-synthesizer`` tagged ``gate=pending`` (runs and versions of
+earlier, killed attempts at the same date are closed: FAILED, ``gate=stale``); once evaluated it
+gets the alias ``candidate``. Gate pass: publish writes the release, then ``champion`` moves
+(unless a newer logical date already holds it: backfills never move it back) and the version is
+tagged ``gate=passed``. Gate fail:
 evaluate writes a quarantine record (manifest + report, no data), tags the version
 ``gate=failed``, leaves ``champion``, and raises :class:`~synth_pipeline.errors.GateFailedError`.
 
@@ -54,6 +57,7 @@ from synth_pipeline import tracking as trk
 from synth_pipeline.dataset_config import DatasetConfig, load_config
 from synth_pipeline.errors import GateFailedError, ReleaseError
 from synth_pipeline.io_utils import atomic_write, atomic_write_json
+from synth_pipeline.privacy import redact
 
 STAGING = ".staging"
 STAGES = ("ingest", "validate", "train", "generate", "evaluate", "publish")
@@ -420,9 +424,10 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
                     "n_sequences": n_syn, "seed": cfg.seed,
                 }))
                 mlflow.log_params(trk.flat_params({"gate": gate_cfg.to_dict()}))
-                mlflow.log_text(schema.to_yaml(), "schema.yaml")
-                mlflow.log_artifact(str(st.path("expectation_suite.json")), "validation")
-                mlflow.log_artifact(str(st.path("validation_result.json")), "validation")
+                # redacted copies: GX artifacts hold real values (unexpected lists, pinned value sets)
+                for name in ("expectation_suite.json", "validation_result.json"):
+                    raw = json.loads(st.path(name).read_text(encoding="utf-8"))
+                    trk.log_json(redact(raw), f"validation/{name}")
                 trk.log_json(cfg.to_dict(), "config.json")
                 trk.log_json({"data_fingerprint": s["data_fingerprint"], "train_fingerprint": s["train_fingerprint"],
                               "holdout_fingerprint": s["holdout_fingerprint"], "counts": s["counts"],
@@ -432,6 +437,8 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
             syn = Synthesizer(schema, model_cfg).fit(train_df)
             train_s = st.timed("train", t0)
             syn.save(st.path("model"))
+            with trk.mlflow_errors("logging the protected schema"):
+                mlflow.log_text(syn.encoder.public_schema().to_yaml(), "schema.yaml")  # no rare level, no range
             with trk.mlflow_errors("logging training losses and registering the model"):
                 trk.log_history(syn.model.history)
                 mlflow.log_metric("train_seconds", train_s)
@@ -440,15 +447,20 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
                                      metadata={"dataset": cfg.name, "logical_date": st.release_id})
                 version = str(info.registered_model_version)
                 model_uri = f"models:/{cfg.model_name}/{version}"
-                trk.set_candidate(client, cfg.model_name, version, {
+                trk.tag_version(client, cfg.model_name, version, {  # alias 'candidate' once evaluated
                     "dataset": cfg.name, "logical_date": st.release_id, "run_id": s["run_id"],
                     "inputs_fingerprint": s["inputs_fingerprint"], "gate": "pending",
                 })
+                stale = trk.mark_stale_attempts(client, exp.experiment_id, cfg.model_name, st.release_id,
+                                                s["run_id"])
+                if stale:
+                    st.say(f"closed {len(stale)} run(s) of earlier, unfinished attempts for {st.release_id} "
+                           f"(status FAILED, gate=stale)")
                 mlflow.set_tags({"model_name": cfg.model_name, "model_version": version, "model_uri": model_uri})
                 st.timed("register", t0)
     s.update(model_name=cfg.model_name, model_version=version, model_uri=model_uri)
     st.save()
-    st.say(f"trained in {train_s:.0f}s; registered {model_uri} (alias {trk.CANDIDATE})")
+    st.say(f"trained in {train_s:.0f}s; registered {model_uri} (gate=pending until evaluated)")
     return {"stage": "train", "status": "trained", "run_id": s["run_id"], "model_uri": model_uri,
             "model_version": version, "train_seconds": round(train_s, 1), "dataset": cfg.name,
             "release_id": st.release_id}
@@ -502,6 +514,7 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     train_df, holdout_df = st.read_frame("train.parquet"), st.read_frame("holdout.parquet")
     synthetic = st.read_frame("synthetic.parquet")
     ev = run_audit(train_df, holdout_df, synthetic, cfg.schema, cfg.gate_config(), seed=cfg.seed,
+                   rare_tokens=(cfg.model_config().rare_token,),
                    progress=st.say if progress else False)
     dep = None
     if st.path(DEPENDENCY_FILE).exists():  # staged by generate; the report shows its heatmap
@@ -526,6 +539,7 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
                 mlflow.log_artifact(str(st.path(DEPENDENCY_FILE)))
             mlflow.log_metrics(final)
             mlflow.set_tags({"gate": "passed" if passed else "failed", "gate_reason": ev.gate.reason[:5000]})
+            trk.set_candidate(client, s["model_name"], s["model_version"])  # evaluated: pass or fail
             s["report_uri"] = mlflow.get_artifact_uri("report/report.html")
         s["gate"] = {"passed": passed, "reason": ev.gate.reason, "failed": [c.name for c in ev.gate.failed],
                      "explanations": [c.explanation for c in ev.gate.failed]}

@@ -2,7 +2,8 @@
 
 ``fit(df)`` types the table with the schema, fits the encoder on it and trains TimeAutoDiff;
 ``sample(n)`` returns a synthetic table with the source's columns and dtypes, fresh surrogate
-keys, real time spacing, and lengths/start times drawn from the training distribution.
+keys, real time spacing, and lengths/start times drawn from the encoder's protected layout model
+(k-anonymous bins on the real time grid; never a stored list of real starts).
 ``sample(conditions=...)`` fixes known cells (static attributes, a prefix, any cells).
 """
 
@@ -21,18 +22,18 @@ import torch
 
 from synth_pipeline import __version__
 from synth_pipeline.config import ModelConfig
-from synth_pipeline.encoding import TableEncoder, _calendar, _to_ns, sequence_index, time_grid
+from synth_pipeline.encoding import TableEncoder, sequence_index
 from synth_pipeline.errors import ConditioningError, ModelFileError
 from synth_pipeline.ingest import coerce, parse_times
 from synth_pipeline.io_utils import atomic_write_json
 from synth_pipeline.model_files import check_model_dir, load_errors, write_marker
 from synth_pipeline.models.timeautodiff import Conditions, TimeAutoDiff
 from synth_pipeline.schema import DatasetSchema
+from synth_pipeline.transformers import calendar, time_grid, to_ns
 
 if TYPE_CHECKING:  # the evaluation package is heavy to import; the diagnostic imports it when called
     from synth_pipeline.evaluation.dependency import DependencyResult
 
-MAX_START_SUPPORT = 2000
 
 
 class Synthesizer:
@@ -41,10 +42,6 @@ class Synthesizer:
         self.config = config or ModelConfig.from_preset("fast")
         self.encoder: TableEncoder | None = None
         self.model: TimeAutoDiff | None = None
-        self.length_support: list[int] = []
-        self.length_counts: list[int] = []
-        self.start_support: list[int] = []
-        self.start_counts: list[int] = []
         self.fit_seconds = 0.0
 
     # ------------------------------------------------------------------------------------------
@@ -56,18 +53,11 @@ class Synthesizer:
         df = coerce(df, self.schema)
         cfg = self.config
         self.encoder = TableEncoder(
-            self.schema, n_quantiles=cfg.n_quantiles, clip_quantiles=cfg.clip_quantiles,
-            min_category_count=cfg.min_category_count, max_categories=cfg.max_categories,
-            static_bins=cfg.static_bins, min_bin_sequences=cfg.min_bin_sequences, levels=cfg.entity_levels,
+            self.schema, protection=cfg.protection(), n_quantiles=cfg.n_quantiles,
+            max_categories=cfg.max_categories, static_bins=cfg.static_bins,
+            min_bin_sequences=cfg.min_bin_sequences, levels=cfg.entity_levels,
         ).fit(df)
         data = self.encoder.transform(df)
-        lv, lc = np.unique(data.lengths, return_counts=True)
-        self.length_support, self.length_counts = lv.tolist(), lc.tolist()
-        sv, sc = np.unique(data.start_ns, return_counts=True)
-        if len(sv) > MAX_START_SUPPORT:  # keep the distribution, not every start: quantiles
-            sv = np.quantile(np.repeat(sv, sc), np.linspace(0, 1, MAX_START_SUPPORT)).astype(np.int64)
-            sv, sc = np.unique(sv, return_counts=True)
-        self.start_support, self.start_counts = sv.tolist(), sc.tolist()
         self.model = TimeAutoDiff(cfg, self.encoder.dims).fit(data)
         self.fit_seconds = time.perf_counter() - t0
         return self
@@ -141,18 +131,14 @@ class Synthesizer:
         return result
 
     def _draw_layout(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        lc = np.asarray(self.length_counts, dtype=float)
-        sc = np.asarray(self.start_counts, dtype=float)
-        lengths = rng.choice(np.asarray(self.length_support, dtype=np.int64), n, p=lc / lc.sum())
-        starts = rng.choice(np.asarray(self.start_support, dtype=np.int64), n, p=sc / sc.sum())
-        return lengths, starts
+        return self.encoder.layout.draw(n, rng)
 
     def _layout_conditions(self, lengths: np.ndarray, starts: np.ndarray) -> Conditions:
         enc = self.encoder
         T = enc.max_len
         grid = time_grid(starts, T, enc.freq)
         present = (np.arange(T)[None, :] < lengths[:, None]).astype(np.float32)
-        return Conditions(calendar=torch.from_numpy(_calendar(grid)), present=torch.from_numpy(present))
+        return Conditions(calendar=torch.from_numpy(calendar(grid)), present=torch.from_numpy(present))
 
     def _static_conditions(self, frame: pd.DataFrame, mask: pd.DataFrame | None) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.encoder
@@ -197,7 +183,7 @@ class Synthesizer:
             )
         T = enc.max_len
         idx = np.pad(idx, ((0, 0), (0, T - idx.shape[1])), constant_values=-1)
-        times = _to_ns(frame[s.time_index])
+        times = to_ns(frame[s.time_index])
         starts = times[idx[:, 0]]
         cond = self._layout_conditions(lengths, starts)
         cells = enc.encode_cells(frame, idx)
@@ -227,11 +213,9 @@ class Synthesizer:
             atomic_write_json(tmp / "synthesizer.json", {
                 "package_version": __version__,
                 "schema_fingerprint": self.schema.fingerprint(),
-                "length_support": self.length_support, "length_counts": self.length_counts,
-                "start_support": self.start_support, "start_counts": self.start_counts,
                 "fit_seconds": self.fit_seconds,
             })
-            self.schema.to_yaml(tmp / "schema.yaml")
+            enc.public_schema().to_yaml(tmp / "schema.yaml")  # protected: no rare level, no pinned range
             write_marker(tmp)  # `train --out` replaces only folders carrying this marker (model_files.py)
             if directory.exists():
                 old = directory.parent / f".{directory.name}.old-{os.getpid()}"
@@ -253,8 +237,7 @@ class Synthesizer:
             meta: dict[str, Any] = json.loads((directory / "synthesizer.json").read_text(encoding="utf-8"))
             syn = cls(enc.schema, model.config)
             syn.encoder, syn.model = enc, model
-            for k in ("length_support", "length_counts", "start_support", "start_counts", "fit_seconds"):
-                setattr(syn, k, meta[k])
+            syn.fit_seconds = float(meta["fit_seconds"])
         return syn
 
 

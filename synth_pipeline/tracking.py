@@ -60,6 +60,11 @@ DATA_SUBPATH = "synthesizer"
 REQUEST_COLUMNS = ("n_sequences", "seed")
 MAX_SEQUENCES_PER_REQUEST = 1_000_000
 CANDIDATE, CHAMPION = "candidate", "champion"
+# a model whose release gate did not pass is not loaded for generation unless this is set, as
+# load_model(uri, allow_ungated=True), mlflow.pyfunc.load_model(uri, model_config={"allow_ungated": True})
+# or the environment variable SYNTH_PIPELINE_ALLOW_UNGATED=1
+ALLOW_UNGATED = "allow_ungated"
+ALLOW_UNGATED_ENV = "SYNTH_PIPELINE_ALLOW_UNGATED"
 _PINNED = ("torch", "numpy", "pandas", "pyarrow", "scipy", "pyyaml")
 
 
@@ -161,6 +166,7 @@ def save_model(
     pyfunc.add_to_model(
         mlflow_model, loader_module="synth_pipeline.tracking", data=DATA_SUBPATH, code=code_dir,
         conda_env=_CONDA_ENV_FILE_NAME, python_env=_PYTHON_ENV_FILE_NAME,
+        model_config={ALLOW_UNGATED: False},  # the documented override (see load_model)
     )
     mlflow_model.add_flavor(
         FLAVOR_NAME, package_version=__version__, data=DATA_SUBPATH, code=code_dir,
@@ -203,8 +209,12 @@ def log_model(
     )
 
 
-def load_model(model_uri: str, dst_path: str | None = None, device: str = "auto"):
-    """The Synthesizer behind ``model_uri`` (``models:/name@alias``, ``runs:/...``, a local path)."""
+def load_model(model_uri: str, dst_path: str | None = None, device: str = "auto", allow_ungated: bool = False):
+    """The Synthesizer behind ``model_uri`` (``models:/name@alias``, ``runs:/...``, a local path).
+
+    A model registered by a release whose gate failed (or never ran: ``gate=pending``) is refused
+    with :class:`UngatedModelError` unless ``allow_ungated=True`` (for inspecting a quarantined
+    model deliberately; never for publishing)."""
     from mlflow.tracking.artifact_utils import _download_artifact_from_uri
     from mlflow.utils.model_utils import _add_code_from_conf_to_system_path, _get_flavor_configuration
 
@@ -213,8 +223,56 @@ def load_model(model_uri: str, dst_path: str | None = None, device: str = "auto"
     except Exception as e:  # MlflowException, OSError
         raise TrackingError(f"cannot download model '{model_uri}': {_short(e)}") from None
     conf = _get_flavor_configuration(model_path=local, flavor_name=FLAVOR_NAME)
+    check_gate(local, allow_ungated)
     _add_code_from_conf_to_system_path(local, conf)
     return _load_synthesizer(os.path.join(local, conf.get("data", DATA_SUBPATH)), device)
+
+
+def gate_status(model_dir: str | Path) -> tuple[str | None, str]:
+    """The release-gate verdict recorded for the run that logged ``model_dir`` (its registered
+    versions' ``gate`` tags, else the run's), and what was asked: ``(None, ...)`` when the model
+    was not logged by a release or the tracking server cannot tell (a plain local copy)."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load(Path(model_dir, "MLmodel").read_text(encoding="utf-8")) or {}
+        run_id = meta.get("run_id")
+    except (OSError, yaml.YAMLError):
+        return None, "no MLmodel file"
+    if not run_id or not re.fullmatch(r"[0-9a-f]{32}", str(run_id)):
+        return None, "not logged to a run"
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        versions = client.search_model_versions(f"run_id='{run_id}'")
+        tags = [(f"{v.name} version {v.version}", v.tags.get("gate")) for v in versions if v.tags.get("gate")]
+        if not tags:
+            gate = client.get_run(run_id).data.tags.get("gate")
+            tags = [(f"run {run_id}", gate)] if gate else []
+    except Exception:  # noqa: BLE001 - no server / no registry: the registry cannot vouch either way
+        return None, "tracking server not reachable"
+    for where, gate in tags:
+        if gate != "passed":
+            return gate, where
+    return ("passed", tags[0][0]) if tags else (None, "no gate recorded")
+
+
+def check_gate(model_dir: str | Path, allow_ungated: bool = False) -> None:
+    """Refuse a model whose release gate failed or never ran (see :func:`load_model`)."""
+    if allow_ungated or os.environ.get(ALLOW_UNGATED_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return
+    gate, where = gate_status(model_dir)
+    if gate is not None and gate != "passed":
+        from synth_pipeline.errors import UngatedModelError
+
+        raise UngatedModelError(
+            f"{where} has gate={gate}: a model whose release gate did not pass is not loaded for generation "
+            f"(its samples were never audited, or failed the audit). Use the champion "
+            f"(models:/<dataset>-synthesizer@champion). To inspect it deliberately: "
+            f"tracking.load_model(uri, allow_ungated=True), mlflow.pyfunc.load_model(uri, model_config="
+            f"{{'allow_ungated': True}}) or {ALLOW_UNGATED_ENV}=1"
+        )
 
 
 def _load_synthesizer(path: str, device: str = "auto"):
@@ -223,8 +281,9 @@ def _load_synthesizer(path: str, device: str = "auto"):
     return Synthesizer.load(path, device=device)
 
 
-def _load_pyfunc(path: str) -> SynthesizerPyfunc:
-    """Called by ``mlflow.pyfunc.load_model`` with the ``synthesizer/`` data path."""
+def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> SynthesizerPyfunc:
+    """Called by ``mlflow.pyfunc.load_model`` with the ``synthesizer/`` data path (gate-checked)."""
+    check_gate(Path(path).parent, bool((model_config or {}).get(ALLOW_UNGATED, False)))
     return SynthesizerPyfunc(_load_synthesizer(path))
 
 
@@ -479,18 +538,53 @@ def ensure_experiment(client, name: str, tracking_uri: str):
     return exp
 
 
-def set_candidate(client, name: str, version: str, tags: Mapping[str, str] | None = None) -> None:
-    client.set_registered_model_alias(name, CANDIDATE, version)
-    for k, v in (tags or {}).items():
+def tag_version(client, name: str, version: str, tags: Mapping[str, str]) -> None:
+    for k, v in tags.items():
         client.set_model_version_tag(name, version, k, str(v))
 
 
-def promote(client, name: str, version: str, passed: bool) -> None:
-    """Gate verdict on the registry: ``gate=passed`` + alias ``champion`` moves, or ``gate=failed``
-    and ``champion`` stays where it was."""
+def set_candidate(client, name: str, version: str) -> None:
+    """``candidate``: the newest *evaluated* version (set once the gate has decided, pass or fail)."""
+    client.set_registered_model_alias(name, CANDIDATE, version)
+
+
+def promote(client, name: str, version: str, passed: bool) -> bool:
+    """Gate verdict on the registry: ``gate=passed``, or ``gate=failed`` and ``champion`` stays.
+    ``champion`` follows the newest passing *logical date*: a backfill (an ``--overwrite`` of an
+    older date) is tagged passed but does not move it back. Returns whether ``champion`` moved."""
     client.set_model_version_tag(name, version, "gate", "passed" if passed else "failed")
-    if passed:
-        client.set_registered_model_alias(name, CHAMPION, version)
+    if not passed:
+        return False
+    mine = client.get_model_version(name, version).tags.get("logical_date", "")
+    current = champion_version(client, name)
+    if current is not None and current != str(version):
+        theirs = client.get_model_version(name, current).tags.get("logical_date", "")
+        if theirs > mine:
+            return False
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return True
+
+
+def mark_stale_attempts(client, experiment_id: str, name: str, release_id: str, current_run: str) -> list[str]:
+    """Close what killed attempts of the same dataset and date left behind: their runs end FAILED
+    with ``gate=stale`` and their never-evaluated versions are tagged ``gate=stale`` (so they cannot
+    be served, see :func:`check_gate`). Returns the run ids it closed."""
+    from mlflow.entities import RunStatus
+
+    closed = []
+    runs = client.search_runs([experiment_id], filter_string=f"tags.release_id = '{release_id}'", max_results=200)
+    for r in runs:
+        if r.info.run_id == current_run or r.data.tags.get("gate") not in (None, "pending"):
+            continue
+        client.set_tag(r.info.run_id, "gate", "stale")
+        if r.info.status not in (RunStatus.to_string(RunStatus.FAILED), RunStatus.to_string(RunStatus.KILLED)):
+            client.set_terminated(r.info.run_id, "FAILED")
+        closed.append(r.info.run_id)
+    if closed:
+        for mv in client.search_model_versions(f"name='{name}'"):
+            if mv.run_id in closed and mv.tags.get("gate") in (None, "pending"):
+                client.set_model_version_tag(name, mv.version, "gate", "stale")
+    return closed
 
 
 def champion_version(client, name: str) -> str | None:

@@ -45,7 +45,7 @@ def fitted(df: pd.DataFrame, **kw):
 
 
 def test_layout_shapes_and_masks():
-    enc, df, schema = fitted(panel())
+    enc, df, schema = fitted(panel(), protection=None)  # 6 entities: protection would hide most of it
     d = enc.transform(df)
     assert d.num.shape == (6, 10, 2) and d.cat.shape == (6, 10, 1)
     assert d.present.sum() == len(df)
@@ -57,7 +57,7 @@ def test_layout_shapes_and_masks():
 
 
 def test_roundtrip_recovers_values_and_dtypes():
-    enc, df, schema = fitted(panel(), clip_quantiles=(0.0, 1.0), n_quantiles=1000)
+    enc, df, schema = fitted(panel(), protection=None, clip_quantiles=(0.0, 1.0), n_quantiles=1000)
     d = enc.transform(df)
     out = enc.inverse_transform(d.num, d.num_miss, d.cat, d.static, d.lengths, d.start_ns, np.random.default_rng(0))
     assert list(out.columns) == ["key", "ts", "x", "n", "c", "grp"]
@@ -71,7 +71,7 @@ def test_roundtrip_recovers_values_and_dtypes():
 
 
 def test_json_roundtrip_is_identical_and_holds_no_rows():
-    enc, df, schema = fitted(panel())
+    enc, df, schema = fitted(panel(n_ent=30))
     blob = json.dumps(enc.to_dict())
     again = TableEncoder.from_dict(json.loads(blob))
     d1, d2 = enc.transform(df), again.transform(df)
@@ -131,15 +131,19 @@ def test_too_many_categories_is_refused_without_blowing_memory():
         TableEncoder(schema).fit(df)
 
 
-def test_rare_levels_merge_and_decode_to_real_levels():
-    df = panel(n_ent=6, T=10)
-    df.loc[df.index[:2], "c"] = "zz_rare"
-    enc, cdf, _ = fitted(df, min_category_count=3)
+def test_rare_levels_are_protected_and_never_decoded_to_real_levels():
+    """A level held by fewer than protect_k entities is neither stored nor emitted (it used to be
+    kept in the encoder and decoded back to the real rare value)."""
+    df = panel(n_ent=30, T=10)
+    df.loc[df["key"].isin(["E1", "E2"]), "c"] = "zz_rare"  # two entities < k=5
+    enc, cdf, _ = fitted(df)
     codec = next(c for c in enc.cat_codecs if c.name == "c")
-    assert "<rare>" in codec.levels and codec.rare == ["zz_rare"]
+    assert "zz_rare" not in codec.levels and "<rare>" in codec.levels and codec.rare_token == "_RARE_"
+    assert "zz_rare" not in json.dumps(enc.to_dict())
     d = enc.transform(cdf)
     out = enc.inverse_transform(d.num, d.num_miss, d.cat, d.static, d.lengths, d.start_ns, np.random.default_rng(0))
-    assert set(out["c"]) <= set(df["c"])  # <rare> never leaks into output
+    assert "zz_rare" not in set(out["c"]) and "_RARE_" in set(out["c"])
+    assert set(out["c"]) <= {"a", "b", "c", "_RARE_"}
 
 
 def test_static_column_that_varies_is_refused():

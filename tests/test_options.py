@@ -238,7 +238,7 @@ def test_l2d_refiner_is_an_x0_diffusion_conditioned_on_the_latent(refined) -> No
     model = refined.model
     assert model.refine_scheduler.prediction_type == "sample"
     assert any(h.get("refine/loss") is not None for h in model.history)
-    cond = refined._layout_conditions(np.full(6, 24), np.full(6, refined.start_support[0], dtype=np.int64))
+    cond = refined._layout_conditions(np.full(6, 24), refined._draw_layout(6, np.random.default_rng(0))[1])
     lat = model.sample_latents(6, cond, seed=5)
     z, cal, pres, st = lat["z"], lat["calendar"], lat["present"], lat["static"]
     with torch.inference_mode():

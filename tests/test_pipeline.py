@@ -172,6 +172,26 @@ def test_gate_failure_quarantines_keeps_champion_and_exits_3(passed_release, mlf
     run = client.get_run(manifest["model"]["run_id"])
     assert run.data.tags["gate"] == "failed" and run.info.status == "FINISHED"
 
+    # gate-aware registry: the failed version is not servable without the documented override
+    import mlflow
+
+    from synth_pipeline import tracking as trk
+    from synth_pipeline.errors import UngatedModelError
+
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        failed_uri = f"models:/{MODEL}/{failed_version}"
+        with pytest.raises(UngatedModelError, match="gate=failed.*allow_ungated"):
+            mlflow.pyfunc.load_model(failed_uri)
+        with pytest.raises(UngatedModelError, match="gate=failed"):
+            trk.load_model(failed_uri)
+        assert trk.load_model(failed_uri, allow_ungated=True).encoder is not None  # deliberate inspection
+        m = mlflow.pyfunc.load_model(failed_uri, model_config={"allow_ungated": True})
+        assert len(m.predict(pd.DataFrame({"n_sequences": [2]}))) > 0
+        assert trk.load_model(f"models:/{MODEL}@champion").encoder is not None  # the champion loads as before
+    finally:
+        mlflow.set_tracking_uri(None)
+
     with pytest.raises(GateFailedError) as err:  # the library raises the typed error with the result
         run_release(fail_cfg, "2024-05-19", progress=False)
     assert err.value.exit_code == 3 and err.value.result.quarantine_path.name == "2024-05-19"

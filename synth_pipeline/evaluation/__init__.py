@@ -38,6 +38,7 @@ from synth_pipeline.evaluation.inputs import (
 from synth_pipeline.evaluation.privacy import DCRResult, dcr_audit, exact_copies, row_matches
 from synth_pipeline.evaluation.representation import EncodedSet, Representation
 from synth_pipeline.schema import DatasetSchema
+from synth_pipeline.transformers.protection import RARE_TOKEN
 
 __all__ = [
     "EvaluationInputError", "EvaluationResult", "GateConfig", "GateResult", "LeakageError", "evaluate",
@@ -127,6 +128,7 @@ def evaluate(
     *,
     progress: bool | Callable[[str], None] = False,
     metrics: list[Metric] | None = None,
+    rare_tokens: tuple[str, ...] = (RARE_TOKEN,),
 ) -> EvaluationResult:
     """Audit ``synthetic_df`` against the real ``train_df`` it was trained on and the entity
     ``holdout_df`` it never saw; apply the gate; write ``metrics.json``, ``gate.json`` and
@@ -150,7 +152,7 @@ def evaluate(
         cfg = GateConfig.from_yaml(gate_config)
 
     t = time.perf_counter()
-    prepared = prepare_inputs(train_df, holdout_df, synthetic_df, schema, cfg.max_size_ratio)
+    prepared = prepare_inputs(train_df, holdout_df, synthetic_df, schema, cfg.max_size_ratio, rare_tokens)
     rep = Representation(schema).fit(prepared.frames["train"], prepared.layouts["train"])
     sets: dict[str, EncodedSet] = {
         role: rep.transform(prepared.frames[role], role, prepared.layouts[role]) for role in prepared.frames

@@ -18,6 +18,7 @@ from synth_pipeline.encoding import sequence_index
 from synth_pipeline.errors import IngestError, SynthPipelineError
 from synth_pipeline.ingest import coerce, parse_times
 from synth_pipeline.schema import NUMERIC_KINDS, ColumnKind, ColumnSpec, DatasetSchema
+from synth_pipeline.transformers.protection import RARE_TOKEN
 
 SEQUENCE_ID = "sequence_id"  # key column of synthetic windows of a single long series
 ROLES = ("train", "holdout", "synthetic")
@@ -165,7 +166,7 @@ def _keys(df: pd.DataFrame, col: str) -> set[str]:
 
 def prepare_inputs(
     train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.DataFrame, schema: DatasetSchema,
-    max_size_ratio: float,
+    max_size_ratio: float, rare_tokens: tuple[str, ...] = (RARE_TOKEN,),
 ) -> PreparedInputs:
     raw = {"train": train, "holdout": holdout, "synthetic": synthetic}
     for role, df in raw.items():
@@ -194,7 +195,7 @@ def prepare_inputs(
                 raise
             raise EvaluationInputError(str(e)) from None
         layouts[role] = layout
-    check_synthetic_values(frames["synthetic"], schema)
+    check_synthetic_values(frames["synthetic"], schema, rare_tokens)
     _check_leakage(frames, schema)
     counts = {}
     for role in ROLES:
@@ -215,8 +216,10 @@ def prepare_inputs(
     return PreparedInputs(frames=frames, layouts=layouts, n_sequences=counts)
 
 
-def check_synthetic_values(df: pd.DataFrame, schema: DatasetSchema) -> None:
-    """A synthetic table may only hold what the schema allows: pinned categories, and values in every
+def check_synthetic_values(df: pd.DataFrame, schema: DatasetSchema,
+                           rare_tokens: tuple[str, ...] = (RARE_TOKEN,)) -> None:
+    """A synthetic table may only hold what the schema allows: pinned categories (and the model's
+    protected token, which replaces levels held by too few entities), and values in every
     non-nullable column. Counts only in the message (never values)."""
     bad = []
     for spec in schema.modelled:
@@ -224,7 +227,7 @@ def check_synthetic_values(df: pd.DataFrame, schema: DatasetSchema) -> None:
         if not spec.nullable and s.isna().any():
             bad.append(f"'{spec.name}' has {int(s.isna().sum())} missing value(s) but is not nullable")
         if spec.categories is not None and spec.kind in (ColumnKind.CATEGORICAL, ColumnKind.BINARY):
-            outside = s.notna() & ~s.isin(spec.categories)
+            outside = s.notna() & ~s.isin(list(spec.categories) + list(rare_tokens))
             if outside.any():
                 bad.append(f"'{spec.name}' has {int(outside.sum())} value(s) outside the schema's "
                            f"{len(spec.categories)} categories")

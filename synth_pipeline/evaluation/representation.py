@@ -19,8 +19,8 @@ near-copy sat at median distance 10.1 from its source against 12.5 from the near
 with the continuous map 1.4 against 7.6). Here values are interpolated between the mid-probabilities
 of the encoder's knots: the same monotone map off the atoms, continuous on them.
 
-Rare categories: a level seen in fewer than ``min_level_units`` train entities (static columns of a
-panel) or train sequences (everything else) is merged into one ``<other>`` slot, together with
+Rare categories: a level seen in fewer than ``min_level_units`` train entities (train windows of a
+keyless series; the same privacy unit as the encoder's protection) is merged into one ``<other>`` slot, together with
 values train never had. Between disjoint entity sets such levels cannot be compared (a 37-level
 industry over 50 stocks puts most levels on one side only, which a classifier then "detects"),
 and merging keeps rare values out of every output. The merge is decided on train alone.
@@ -38,15 +38,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtri
 
-from synth_pipeline.encoding import (
-    NA_LEVEL,
-    RARE_LEVEL,
-    ColumnCodec,
-    QuantileMap,
-    TableEncoder,
-    sequence_index,
-)
+from synth_pipeline.encoding import TableEncoder, sequence_index
 from synth_pipeline.schema import DatasetSchema
+from synth_pipeline.transformers import NA_LEVEL, RARE_LEVEL, CategoricalTransformer, QuantileMap
 
 _EPS = 1e-4
 _HASH_SEED = 0x5EED
@@ -133,7 +127,7 @@ def _float_values(col: pd.Series) -> np.ndarray:
     return pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def level_codes(col: pd.Series, codec: ColumnCodec) -> np.ndarray:
+def level_codes(col: pd.Series, codec: CategoricalTransformer) -> np.ndarray:
     """Category index per value; -1 for values train never had (their one-hot row stays zero)."""
     levels = codec.levels or []
     real = [v for v in levels if v not in (NA_LEVEL, RARE_LEVEL)]
@@ -190,7 +184,8 @@ class Representation:
     # -- layout -------------------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, schema: DatasetSchema | None = None) -> Representation:
         """``train`` is a typed frame (``ingest.coerce``); ``schema`` its sequence layout if different."""
-        enc = TableEncoder(schema or self.schema, levels=False)
+        # the audit's in-memory view: unprotected (real levels and ranges), never saved
+        enc = TableEncoder(schema or self.schema, protection=None, levels=False)
         enc.fit(train)
         enc.schema = self.schema
         self.encoder = enc
@@ -227,7 +222,8 @@ class Representation:
                 continue
             levels = c.levels or []
             codes = level_codes(train[c.name], c)[safe]
-            unit = ent if (c.static and layout.entity_key is not None) else np.arange(len(idx))
+            # counted in privacy units (entities; windows of a keyless series), like the encoder's protection
+            unit = ent if layout.entity_key is not None else np.arange(len(idx))
             u = np.broadcast_to(unit[:, None], codes.shape)[present & (codes >= 0)]
             k = codes[present & (codes >= 0)]
             pairs = np.unique(u.astype(np.int64) * (len(levels) + 1) + k)
@@ -269,7 +265,7 @@ class Representation:
     def static_columns(self) -> list[str]:
         return [c.name for c in self._enc().static_codecs]
 
-    def codec(self, name: str) -> ColumnCodec:
+    def codec(self, name: str) -> Any:
         for c in self._enc().codecs:
             if c.name == name:
                 return c
