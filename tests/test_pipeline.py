@@ -174,7 +174,6 @@ def test_gate_failure_quarantines_keeps_champion_and_exits_3(passed_release, mlf
 
     # gate-aware registry: the failed version is not servable without the documented override
     import mlflow
-
     from synth_pipeline import tracking as trk
     from synth_pipeline.errors import UngatedModelError
 
