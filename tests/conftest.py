@@ -19,15 +19,24 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TESTS = Path(__file__).resolve().parent
+TEST_DATA = TESTS / "data"
+# The full nasdaq100 panel ships inside the package (synth_pipeline/data/); tests read that copy.
+NASDAQ_CSV = TESTS.parent / "synth_pipeline" / "data" / "nasdaq100_2019.csv"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared sample data folder (../shared/data next to the repo); tests skip without it."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared sample data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """Slices of the shared sample data committed under tests/data (same file names and CSV format
+    as ../shared/data; how each was cut is in tests/data/README.md). The tests never read
+    ../shared: a fresh clone runs every test."""
+    return TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def nasdaq_csv() -> Path:
+    """The whole nasdaq100 panel, as packaged (identical to ../shared/data/nasdaq100_2019.csv)."""
+    return NASDAQ_CSV
 
 
 def _free_port() -> int:

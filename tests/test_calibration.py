@@ -1,6 +1,6 @@
 """Calibration of the release gate: the evidence that its default thresholds mean something.
 
-On slices of two shared datasets (a panel: nasdaq100 with Symbol entities in 24-day windows, half
+On slices of two sample datasets (a panel: nasdaq100 with Symbol entities in 24-day windows, half
 of the symbols held out; a single long series: Beijing pollution in 24-hour windows, half of the
 windows held out; train and holdout therefore have the same size, so the DCR train sample is all
 of train) and with fixed seeds, known answers are run through the full ``evaluate`` with the

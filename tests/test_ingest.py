@@ -67,9 +67,10 @@ def test_csv_with_bom(tmp_path):
 
 
 def test_metro_none_is_not_missing(shared_data):
-    df = read_source(shared_data / "metro_traffic.csv")
+    df = read_source(shared_data / "metro_traffic.csv")  # the first 3000 hours (tests/data)
     assert df["holiday"].isna().sum() == 0
-    assert (df["holiday"] == "None").sum() > 40000
+    # every hour but the midnight of a holiday (Columbus Day, Veterans Day, Thanksgiving, Christmas, New Year)
+    assert (df["holiday"] == "None").sum() > 0.99 * len(df)
 
 
 def test_parquet_round_trip(tmp_path):

@@ -1,7 +1,7 @@
 """Issue 7's seed methods: PSLD (objective), the dependency diagnostic, L2D-Diff refinement and
 Stage-Diff long sequences. Exact checks where the math allows (Algorithm 2 against an exact Gaussian
 denoiser, integrated gradients against a linear decoder, stage causality), end to end on small
-slices of the shared data with tiny budgets otherwise."""
+slices of the sample data (tests/data) with tiny budgets otherwise."""
 
 from __future__ import annotations
 

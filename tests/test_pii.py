@@ -104,8 +104,10 @@ def test_sample_is_bounded_and_long_values_skipped():
     assert pii.scan_series(blob) == []  # a huge cell is not examined
 
 
-def test_shared_data_has_no_false_positives(shared_data):
-    for path in sorted(shared_data.glob("*.csv")):
+def test_shared_data_has_no_false_positives(shared_data, nasdaq_csv):
+    paths = sorted(shared_data.glob("*.csv")) + [nasdaq_csv]
+    assert len(paths) == 8  # every sample dataset (slices in tests/data, the packaged panel)
+    for path in paths:
         df = read_source(path)
         assert pii.scan_frame(df) == {}, path.name
 

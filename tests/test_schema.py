@@ -1,4 +1,4 @@
-"""Schema inference on the shared sample files, YAML round trip, fingerprint, typed errors."""
+"""Schema inference on the sample files (slices in tests/data), YAML round trip, fingerprint, typed errors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from synth_pipeline.schema import ColumnKind, ColumnSpec, DatasetSchema, infer_s
 
 
 @pytest.fixture(scope="module")
-def nasdaq_schema(shared_data):
-    df = read_source(shared_data / "nasdaq100_2019.csv").head(2000)
+def nasdaq_schema(nasdaq_csv):
+    df = read_source(nasdaq_csv).head(2000)
     return infer_schema(df, entity_key="Symbol", time_index="date", name="nasdaq")
 
 

@@ -21,8 +21,8 @@ def quick_config(**kw) -> ModelConfig:
 
 
 @pytest.fixture(scope="module")
-def nasdaq(shared_data):
-    raw = read_source(shared_data / "nasdaq100_2019.csv")
+def nasdaq(nasdaq_csv):
+    raw = read_source(nasdaq_csv)
     keep = sorted(raw["Symbol"].unique())[:40]
     raw = raw[raw["Symbol"].isin(keep)]
     raw = raw.groupby("Symbol").head(60).reset_index(drop=True)

@@ -25,8 +25,8 @@ SECRET = "SECRET_VALUE_123"
 
 
 @pytest.fixture(scope="module")
-def nasdaq(shared_data):
-    raw = read_source(shared_data / "nasdaq100_2019.csv").head(2000)
+def nasdaq(nasdaq_csv):
+    raw = read_source(nasdaq_csv).head(2000)
     schema = infer_schema(raw, entity_key="Symbol", time_index="date", name="nasdaq")
     return coerce(raw, schema), schema
 
@@ -239,8 +239,8 @@ def test_tz_aware_time_and_bool_and_integer_categories():
         validate(typed, schema)
 
 
-def test_full_nasdaq_validation_is_fast(shared_data):
-    raw = read_source(shared_data / "nasdaq100_2019.csv")
+def test_full_nasdaq_validation_is_fast(nasdaq_csv):
+    raw = read_source(nasdaq_csv)
     schema = infer_schema(raw, entity_key="Symbol", time_index="date")
     df = coerce(raw, schema)
     build_suite(schema)  # GX imported already
