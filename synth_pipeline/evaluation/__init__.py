@@ -38,7 +38,7 @@ from synth_pipeline.evaluation.inputs import (
 from synth_pipeline.evaluation.privacy import DCRResult, dcr_audit, exact_copies, row_matches
 from synth_pipeline.evaluation.representation import EncodedSet, Representation
 from synth_pipeline.schema import DatasetSchema
-from synth_pipeline.transformers.protection import RARE_TOKEN
+from synth_pipeline.transformers.protection import RARE_TOKEN, Protection
 
 __all__ = [
     "EvaluationInputError", "EvaluationResult", "GateConfig", "GateResult", "LeakageError", "evaluate",
@@ -129,6 +129,7 @@ def evaluate(
     progress: bool | Callable[[str], None] = False,
     metrics: list[Metric] | None = None,
     rare_tokens: tuple[str, ...] = (RARE_TOKEN,),
+    protection: Protection | None = None,
 ) -> EvaluationResult:
     """Audit ``synthetic_df`` against the real ``train_df`` it was trained on and the entity
     ``holdout_df`` it never saw; apply the gate; write ``metrics.json``, ``gate.json`` and
@@ -136,6 +137,9 @@ def evaluate(
 
     Raises ``EvaluationInputError`` (or ``LeakageError``) for tables that cannot be audited;
     nothing is written then. The gate failing is not an exception: see ``result.passed``.
+    ``protection``: the model's privacy protection (default ``Protection()``); the report draws
+    numeric marginals in data units only inside the range it protects (the model's own range when
+    the model was fitted on the same train table with these settings).
     """
     say = _progress_fn(progress)
     timings: dict[str, float] = {}
@@ -217,13 +221,33 @@ def evaluate(
             "fitted_on": "train", "encoder": "TableEncoder(levels=False) knots, continuous quantile-normal map",
         },
         timings=timings, dataset=schema.name, schema_fingerprint=schema.fingerprint(), seed=seed, gate_config=cfg,
-        artifacts={"rep": rep, "real": train_ref, "synthetic": syn, "dcr": dcr},
+        artifacts={"rep": rep, "real": train_ref, "synthetic": syn, "dcr": dcr,
+                   "ranges": protected_ranges(prepared.frames["train"], schema, protection or Protection())},
     )
     if say:
         say(f"gate {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
     if out_dir is not None:
         write_outputs(result, out_dir, progress=say)
     return result
+
+
+def protected_ranges(train: pd.DataFrame, schema: DatasetSchema, protection: Protection) -> dict[str, tuple[float, float]]:
+    """Column -> [lo, hi] of every modelled numeric column: the range the synthesizer's encoder
+    keeps with ``protection`` (``transformers/numeric.py``: tails cut at a random 5th-7th extreme
+    privacy unit, interpolated, never a real extreme). The report bins data-unit marginals inside it."""
+    from synth_pipeline.encoding import privacy_units
+    from synth_pipeline.transformers import transformer_for
+
+    units = privacy_units(train, schema)
+    out: dict[str, tuple[float, float]] = {}
+    for spec in schema.modelled:
+        col = train[spec.name]
+        t = transformer_for(spec.name, spec.kind, str(col.dtype), spec.static)
+        if not t.is_numeric or col.isna().all():
+            continue
+        t.fit(col, units, protection)
+        out[spec.name] = tuple(float(v) for v in t.qmap.bounds)
+    return out
 
 
 def write_outputs(result: EvaluationResult, out_dir: str | Path, progress: Callable[[str], None] | None = None) -> dict[str, Path]:

@@ -23,8 +23,7 @@ Aggregates only: the matrix is an average over generated sequences; nothing real
 
 from __future__ import annotations
 
-import base64
-import io
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,39 +96,46 @@ class DependencyResult:
                    int(d["n_points"]), float(d["completeness_gap"]), int(d["degenerate_rows"]), dict(d.get("notes", {})))
 
     def heatmap_png(self, max_cells: int = 96) -> str:
-        """Base64 PNG: the matrix (latent steps + a context column) and the latent share per step."""
-        from matplotlib.figure import Figure
+        """Base64 PNG (the report's style and resolution, ``report.png_b64``), two panels sharing the
+        x axis "output step" (1 .. analysed steps): the latent's and the calendar context's share of
+        each output step, and the matrix m[t, j] with the latent step j on the y axis (in steps; long
+        sequences are drawn as blocks of steps)."""
+        from synth_pipeline.evaluation.report import new_figure, plot_style, png_b64
 
-        mat = np.concatenate([self.latent, self.context[:, None]], 1)
-        step = max(1, int(np.ceil(max(mat.shape) / max_cells)))  # long sequences: block means
+        T_out, T_in = self.latent.shape
+        step = max(1, int(np.ceil(max(T_out, T_in) / max_cells)))  # long sequences: block means
+        mat = self.latent
         if step > 1:
-            r, c = -(-mat.shape[0] // step), -(-(mat.shape[1] - 1) // step)
+            r, c = -(-T_out // step), -(-T_in // step)
             lat = np.full((r * step, c * step), np.nan)
-            lat[: self.latent.shape[0], : self.latent.shape[1]] = self.latent
-            lat = np.nanmean(lat.reshape(r, step, c, step), axis=(1, 3)) * step  # block sums per output row
-            ctx = np.nanmean(np.pad(self.context, (0, r * step - len(self.context)),
-                                    constant_values=np.nan).reshape(r, step), 1)
-            mat = np.concatenate([lat, ctx[:, None]], 1)
-        fig = Figure(figsize=(11, 4))
-        ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1], "wspace": 0.35})
-        lim = float(np.nanmax(np.abs(mat))) if np.isfinite(mat).any() else 1.0
-        im = ax1.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
-        ax1.axvline(mat.shape[1] - 1.5, color="k", lw=0.8)
-        ax1.set_xlabel(f"latent step{'s' if step == 1 else f' (blocks of {step})'} | context")
-        ax1.set_ylabel("decoder output step")
-        ax1.set_title("dependency m[t, j] (rows sum to 1)")
-        fig.colorbar(im, ax=ax1, fraction=0.046)
-        t = np.arange(1, len(self.latent_share) + 1)
-        ax2.plot(t, self.latent_share, color="#1f77b4", label="latent (global)")
-        ax2.plot(t, self.context, color="#d62728", label="context (calendar)")
-        ax2.axhline(COLLAPSE_THRESHOLD, color="#999", ls="--", lw=0.8, label="collapse threshold")
-        ax2.set_xlabel("output step")
-        ax2.set_ylabel("share")
-        ax2.set_title(f"latent dependency {self.summary()['latent_dependency']:.3f}")
-        ax2.legend(fontsize=8)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=72, bbox_inches="tight", metadata={"Software": None})
-        return base64.b64encode(buf.getvalue()).decode("ascii")
+            lat[:T_out, :T_in] = self.latent
+            mat = np.nanmean(lat.reshape(r, step, c, step), axis=(1, 3)) * step  # block sums per output row
+        t = np.arange(1, T_out + 1)
+        with plot_style():
+            fig = new_figure(11.0, 8.0)
+            ax1, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1.35]})
+            ax1.axhspan(0, 1, color="#ececec", zorder=0, label="0 to 1")
+            ax1.plot(t, self.latent_share, color="#1f77b4", lw=1.6, label="latent steps (all)")
+            ax1.plot(t, self.context, color="#d62728", lw=1.6, label="calendar context")
+            ax1.axhline(COLLAPSE_THRESHOLD, color="#555", ls="--", lw=1, label="collapse threshold")
+            ax1.set_ylabel("share of the output step")
+            ax1.set_title(f"who drives each output step (latent dependency "
+                          f"{self.summary()['latent_dependency']:.3f}; the two shares add up to 1)")
+            ax1.legend(loc="best", framealpha=0.85, ncol=4)
+            lim = float(np.nanmax(np.abs(mat))) if np.isfinite(mat).any() else 1.0
+            # x: output step t, y: latent step j, both in steps
+            im = ax2.imshow(mat.T, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest",
+                            origin="lower", extent=(0.5, mat.shape[0] * step + 0.5, 0.5, mat.shape[1] * step + 0.5))
+            ax2.set_xlim(0.5, T_out + 0.5)
+            ax2.set_ylim(0.5, T_in + 0.5)
+            ax2.set_xlabel(f"decoder output step t (first {T_out} of {T_in} analysed)" if T_out < T_in
+                           else "decoder output step t")
+            ax2.set_ylabel("latent step j")
+            ax2.set_title("share of output step t due to latent step j" + (f" (blocks of {step} steps)" if step > 1
+                                                                           else ""))
+            cb = fig.colorbar(im, ax=ax2, shrink=0.95, pad=0.01)
+            cb.set_label("signed share")
+            return png_b64(fig)
 
 
 def gauss_legendre(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,12 +151,15 @@ def dependency_measures(
     present: torch.Tensor | None = None,
     n_points: int = DEFAULT_POINTS,
     max_steps: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> DependencyResult:
     """Dependency matrix of ``decode(z, context) -> h [B, T, H]`` on the latent ``z`` [B, T, C]
     (per latent step) and ``context`` [B, T, K] (one total), baseline all zeros.
 
     ``max_steps`` limits the output steps (rows) analysed; every latent step stays a column.
     Rows at padding steps (``present`` = 0) and rows whose output equals the baseline's are left out.
+    ``progress`` (optional) gets a line at each quarter of the quadrature points (the slow part:
+    one batched backward pass per node and block of output steps).
     """
     z = z.detach().float().clone()
     context = context.detach().float().clone()
@@ -163,7 +172,8 @@ def dependency_measures(
     nodes, weights = gauss_legendre(n_points)
     m_lat = torch.zeros(B, T_out, T)
     m_ctx = torch.zeros(B, T_out)
-    for s, w in zip(nodes.tolist(), weights.tolist(), strict=True):
+    t0, reported = time.perf_counter(), 0
+    for i, (s, w) in enumerate(zip(nodes.tolist(), weights.tolist(), strict=True)):
         zs = (z * s).requires_grad_(True)
         cs = (context * s).requires_grad_(True)
         h = decode(zs, cs)[:, :T_out]
@@ -176,6 +186,11 @@ def dependency_measures(
             # x_{j,k} * d<dh_t, h_t>/dx_{j,k}, summed over the features k of input step j
             m_lat[:, a:b_] += w * (gz * z).sum(-1).permute(1, 0, 2).detach()
             m_ctx[:, a:b_] += w * (gc * context).sum((-1, -2)).permute(1, 0).detach()
+        quarter = 4 * (i + 1) // n_points
+        if progress is not None and quarter > reported:
+            reported = quarter
+            progress(f"dependency diagnostic: {i + 1}/{n_points} quadrature points ({25 * quarter}%, "
+                     f"{time.perf_counter() - t0:.1f}s)")
     ok = (norm2 > 1e-12) & (present[:, :T_out] > 0)
     denom = norm2.clamp(min=1e-12)
     m_lat = m_lat / denom[..., None]
