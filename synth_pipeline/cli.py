@@ -77,8 +77,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if not a.skip_validation:
         from synth_pipeline.validate import validate
 
+        t0 = time.perf_counter()
+        print(f"[train] validating {len(df)} rows", file=sys.stderr, flush=True)
         validate(df, schema)
+        print(f"[train] validated in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
+    print(f"[train] training ({cfg.preset} preset)", file=sys.stderr, flush=True)
     syn = Synthesizer(schema, cfg).fit(df)
     syn.save(a.out)
     print(f"model written to {a.out} (trained in {time.perf_counter() - t0:.1f}s, preset {cfg.preset})")

@@ -38,15 +38,16 @@ def run_demo(workdir: str | Path = ".demo", preset: str = "fast", seed: int = 0,
     from synth_pipeline.pipeline import run_release
 
     t0 = time.perf_counter()
-    _limit_threads()
     workdir = Path(workdir).resolve()
+    date = logical_date or dt.date.today().isoformat()
+    print(f"[demo] nasdaq100 release {date} ({preset} preset) -> {workdir}; each phase prints a line when it starts "
+          f"and when it ends (training shows progress bars)", flush=True)
+    _limit_threads()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = DatasetConfig.from_yaml(shipped_config("nasdaq100"))
     cfg.model_preset, cfg.seed = preset, seed
     cfg.release_root = workdir / "releases"
     cfg.tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    date = logical_date or dt.date.today().isoformat()
-    print(f"[demo] nasdaq100 release {date} ({preset} preset) -> {workdir}", flush=True)
     try:
         res = run_release(cfg, date)
         verdict = "PASSED" if res.passed else "FAILED"

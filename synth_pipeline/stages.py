@@ -364,6 +364,8 @@ def validate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     if st.unchanged:
         return _unchanged(st, "validate")
     t0 = time.perf_counter()
+    st.say(f"validating the staged table ({st.state['counts']['source_rows']} rows, Great Expectations) and "
+           f"splitting train / holdout by entity")
     schema = st.cfg.schema
     df = st.read_frame("source.parquet")
     report = gx_validate(df, schema)
@@ -378,11 +380,11 @@ def validate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     })
     st.state.update(train_fingerprint=frame_digest(train), holdout_fingerprint=frame_digest(holdout),
                     validation=report.summary(), columns=[str(c) for c in df.columns])
-    st.timed("validate", t0)
+    dt = st.timed("validate", t0)
     st.save()
     c = st.state["counts"]
     st.say(f"validation {report.summary()}; split {c['train_sequences']} train / {c['holdout_sequences']} holdout "
-           f"sequences")
+           f"sequences in {dt:.1f}s")
     return {"stage": "validate", "status": "validated", "validation": report.summary(),
             "counts": dict(c), "dataset": st.cfg.name, "release_id": st.release_id}
 
@@ -410,6 +412,8 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
         **trk.airflow_tags(airflow_context),
     }
     train_df = st.read_frame("train.parquet")
+    t0 = time.perf_counter()
+    st.say(f"MLflow: opening the run in experiment '{cfg.experiment_name}' (params, validation artifacts)")
     with trk.connect(st.uri) as client:
         with trk.mlflow_errors("creating the experiment and run"):
             exp = trk.ensure_experiment(client, cfg.experiment_name, st.uri)
@@ -432,10 +436,14 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
                 trk.log_json({"data_fingerprint": s["data_fingerprint"], "train_fingerprint": s["train_fingerprint"],
                               "holdout_fingerprint": s["holdout_fingerprint"], "counts": s["counts"],
                               "columns": s["columns"], "sources": cfg.to_dict()["sources"]}, "lineage.json")
+            st.say(f"MLflow run {s['run_id']} opened in {time.perf_counter() - t0:.1f}s")
             t0 = time.perf_counter()
             st.say(f"training ({model_cfg.preset} preset) on {s['counts']['train_sequences']} sequences")
             syn = Synthesizer(schema, model_cfg).fit(train_df)
             train_s = st.timed("train", t0)
+            st.say(f"trained in {train_s:.1f}s")
+            t_reg = time.perf_counter()
+            st.say(f"registering: saving the model, logging it to MLflow as a version of {cfg.model_name}")
             syn.save(st.path("model"))
             with trk.mlflow_errors("logging the protected schema"):
                 mlflow.log_text(syn.encoder.public_schema().to_yaml(), "schema.yaml")  # no rare level, no range
@@ -460,7 +468,7 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
                 st.timed("register", t0)
     s.update(model_name=cfg.model_name, model_version=version, model_uri=model_uri)
     st.save()
-    st.say(f"trained in {train_s:.0f}s; registered {model_uri} (gate=pending until evaluated)")
+    st.say(f"registered {model_uri} in {time.perf_counter() - t_reg:.1f}s (gate=pending until evaluated)")
     return {"stage": "train", "status": "trained", "run_id": s["run_id"], "model_uri": model_uri,
             "model_version": version, "train_seconds": round(train_s, 1), "dataset": cfg.name,
             "release_id": st.release_id}
@@ -477,18 +485,22 @@ def generate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     if st.unchanged:
         return _unchanged(st, "generate")
     t0 = time.perf_counter()
+    st.say(f"sampling {s['n_synthetic']} synthetic sequences")
     syn = Synthesizer.load(st.path("model"))
     synthetic = syn.sample(s["n_synthetic"], seed=st.cfg.seed)
     dt = st.timed("generate", t0)
+    st.say(f"generated {s['n_synthetic']} synthetic sequences ({len(synthetic)} rows) in {dt:.1f}s")
     st.write_frame("synthetic.parquet", synthetic)
     t1 = time.perf_counter()  # the decoder's dependency on its latent (PSLD's collapse diagnostic)
+    st.say("dependency diagnostic (decoder's dependency on its latent, integrated gradients) on "
+           f"{min(DEPENDENCY_SEQUENCES, int(s['n_synthetic']))} generated sequences")
     dep = syn.dependency(n=min(DEPENDENCY_SEQUENCES, int(s["n_synthetic"])), seed=st.cfg.seed + 2,
-                         max_steps=DEPENDENCY_MAX_STEPS)
+                         max_steps=DEPENDENCY_MAX_STEPS, progress=st.say)
     atomic_write_json(st.path(DEPENDENCY_FILE), dep.to_state())
-    st.timed("dependency", t1)
+    st.say(f"dependency diagnostic done in {st.timed('dependency', t1):.1f}s: latent dependency "
+           f"{dep.summary()['latent_dependency']:.3f}")
     s["counts"].update(synthetic_sequences=int(s["n_synthetic"]), synthetic_rows=int(len(synthetic)))
     st.save()
-    st.say(f"generated {s['n_synthetic']} synthetic sequences ({len(synthetic)} rows) in {dt:.1f}s")
     return {"stage": "generate", "status": "generated", "sequences": int(s["n_synthetic"]),
             "rows": int(len(synthetic)), "seconds": round(dt, 2), "dataset": st.cfg.name, "release_id": st.release_id}
 
@@ -511,17 +523,18 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
         return _unchanged(st, "evaluate")
     cfg = st.cfg
     t0 = time.perf_counter()
+    st.say(f"auditing {s['n_synthetic']} synthetic sequences against train and holdout (privacy, fidelity, gate)")
     train_df, holdout_df = st.read_frame("train.parquet"), st.read_frame("holdout.parquet")
     synthetic = st.read_frame("synthetic.parquet")
     ev = run_audit(train_df, holdout_df, synthetic, cfg.schema, cfg.gate_config(), seed=cfg.seed,
-                   rare_tokens=(cfg.model_config().rare_token,),
+                   rare_tokens=(cfg.model_config().rare_token,), protection=cfg.model_config().protection(),
                    progress=st.say if progress else False)
     dep = None
     if st.path(DEPENDENCY_FILE).exists():  # staged by generate; the report shows its heatmap
         dep = DependencyResult.from_state(json.loads(st.path(DEPENDENCY_FILE).read_text()))
         ev.artifacts["dependency"] = dep
     write_outputs(ev, st.path("report"), progress=st.say if progress else None)
-    st.timed("evaluate", t0)
+    st.say(f"audit done in {st.timed('evaluate', t0):.1f}s")
     passed = bool(ev.passed)
     report_files = {dst: st.path("report") / src for dst, src in REPORT_FILES.items()}
     with st.run("evaluate") as client:
@@ -595,6 +608,7 @@ def publish(config: Any, logical_date: Any, *, release_root: str | Path | None =
                            f"run or failed); nothing was published")
     cfg = st.cfg
     t0 = time.perf_counter()
+    st.say(f"publishing release {st.release_id} of {cfg.name} under {st.root}")
     synthetic = st.read_frame("synthetic.parquet")
     report_files = {dst: st.path("report") / src for dst, src in REPORT_FILES.items()}
     ow = s.get("overwrite", False) if overwrite is None else overwrite
@@ -607,7 +621,7 @@ def publish(config: Any, logical_date: Any, *, release_root: str | Path | None =
             mlflow.set_tags({"release_status": pub.status, "release_path": str(pub.path)})
             s["timings"]["total"] = sum(v for k, v in s["timings"].items() if k != "total")
             mlflow.log_metrics({f"time.{k}": v for k, v in s["timings"].items()})
-    st.say(f"{pub.status}: {pub.path}")
+    st.say(f"{pub.status}: {pub.path} in {time.perf_counter() - t0:.1f}s")
     result = st.result(pub.status, True, pub.path)
     st.cleanup()
     return result

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,11 +110,12 @@ class Synthesizer:
         return table
 
     def dependency(self, n: int = 32, seed: int | None = None, n_points: int = 32,
-                   max_steps: int | None = 128) -> DependencyResult:
+                   max_steps: int | None = 128, progress: Callable[[str], None] | None = None) -> DependencyResult:
         """PSLD dependency measures of the trained decoder on ``n`` generated sequences: how much each
         output step is driven by the latent steps versus the calendar context (evaluation/dependency.py).
         ``result.metrics()`` goes to MLflow, ``result.heatmap_png()`` into the audit report. Long
-        sequences: only the first ``max_steps`` output steps are analysed (every latent step is a column)."""
+        sequences: only the first ``max_steps`` output steps are analysed (every latent step is a column).
+        ``progress``: optional callable taking a line of text at each quarter of the computation."""
         from synth_pipeline.evaluation.dependency import decoder_outputs, dependency_measures
 
         enc, model = self._require_fitted()
@@ -124,7 +126,8 @@ class Synthesizer:
         lat = model.sample_latents(n, self._layout_conditions(lengths, starts), seed=seed)
         static = lat["static"].clone()
         result = dependency_measures(decoder_outputs(model.vae, static), lat["z"].clone(), lat["calendar"].clone(),
-                                     lat["present"].clone(), n_points=n_points, max_steps=max_steps)
+                                     lat["present"].clone(), n_points=n_points, max_steps=max_steps,
+                                     progress=progress)
         cfg = self.config
         result.notes = {"objective": cfg.objective, "refine": model.refine, "long": cfg.long,
                         "decoder": "VAE decoder (the L2D refiner, when on, is not part of it)"}
