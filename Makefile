@@ -1,4 +1,5 @@
-# synth-pipeline: `make demo` runs one synthetic release end to end, `make test` runs the tests.
+# synth-pipeline: `make demo` runs one synthetic release end to end, `make test` runs the tests
+# (all but those marked `slow`: <= 10 min on a 2-core machine), `make test-all` all of them (CI).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -6,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-all bench lint clean
 
 install: $(STAMP)
 
@@ -23,6 +24,9 @@ demo: install
 	$(VENV)/bin/synth-pipeline demo
 
 test: install
+	$(PY) -m pytest tests -m "not slow"
+
+test-all: install
 	$(PY) -m pytest tests
 
 bench: install

@@ -125,7 +125,7 @@ class ModelConfig:
         if self.beta_schedule not in ("linear", "cosine"):
             raise ConfigError(f"unknown model.beta_schedule '{self.beta_schedule}'; valid: linear, cosine")
         _check_options(self)
-        self.protection()  # validates protect_k, clip_rank, rare_token
+        self.clip_rank = check_protection(self.protect_k, self.clip_rank, self.rare_token)  # type: ignore[assignment]
         self.clip_quantiles = tuple(self.clip_quantiles)  # type: ignore[assignment]
         lo, hi = self.clip_quantiles
         if not 0 <= lo < hi <= 1:
@@ -234,6 +234,22 @@ def check_device(device: str) -> str:
 
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def check_protection(k: Any, clip_rank: Any, rare_token: Any) -> tuple[int, int]:
+    """The privacy protection's settings (transformers/protection.py); returns clip_rank as a tuple.
+    Here, not there, so that checking a config imports no numpy/pandas (DAG parse time)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"model.protect_k must be an integer >= 1 (default 5), got {k!r}")
+    try:
+        lo, hi = (int(v) for v in clip_rank)
+    except (TypeError, ValueError):
+        raise ConfigError(f"model.clip_rank must be two ranks [lo, hi] (default [5, 7]), got {clip_rank!r}") from None
+    if not 1 <= lo <= hi:
+        raise ConfigError(f"model.clip_rank must be two ranks 1 <= lo <= hi (default [5, 7]), got {[lo, hi]}")
+    if not isinstance(rare_token, str) or not rare_token:
+        raise ConfigError("model.rare_token must be non-empty text (default '_RARE_')")
+    return lo, hi
 
 
 def _check_types(c: ModelConfig) -> None:

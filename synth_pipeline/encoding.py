@@ -41,8 +41,9 @@ from synth_pipeline.transformers import (
     QuantileMap,
     TimeLayout,
     calendar,
-    from_ns,
     infer_freq,
+    integer_time_format,
+    observed_holidays,
     time_grid,
     to_ns,
     transformer_for,
@@ -206,13 +207,22 @@ class TableEncoder:
         if prot is not None and np.unique(units).size < 2 * prot.k:
             log.warning("only %d privacy units (entities / windows) for protect_k=%d: most levels and bins will "
                         "be protected", np.unique(units).size, prot.k)
-        times = to_ns(df[s.time_index])
-        freq = infer_freq(times, idx[:, 0])
         tdtype = str(df[s.time_index].dtype)
+        freq = infer_freq(to_ns(df[s.time_index]), idx[:, 0])
+        clock = TimeLayout.clock_for(freq, tdtype)
+        times = to_ns(df[s.time_index], clock)
+        last = times[idx[np.arange(len(idx)), np.minimum(lengths, idx.shape[1]) - 1]]
+        holidays = (observed_holidays(times, times[idx[:, 0]], last, prot.k if prot else 1)
+                    if freq == "B" else [])
+        int_dtype = next((c.dtype for c in s.columns if c.name == s.time_index), None)
+        int_format = integer_time_format(int_dtype, times)
         if prot is None:
-            self.layout = TimeLayout(freq, 0, int(idx.shape[1]), tdtype)
+            self.layout = TimeLayout(freq, 0, int(idx.shape[1]), tdtype, clock=clock, holidays=holidays,
+                                     int_format=int_format, int_dtype=int_dtype if int_format else None)
         else:
-            self.layout = TimeLayout.fit(times[idx[:, 0]], lengths, freq, tdtype, prot)
+            self.layout = TimeLayout.fit(times[idx[:, 0]], lengths, freq, tdtype, prot, holidays=holidays,
+                                         int_dtype=int_dtype if int_format else None, int_format=int_format,
+                                         clock=clock)
         self.codecs = []
         for spec in s.modelled:
             col = df[spec.name]
@@ -337,10 +347,10 @@ class TableEncoder:
                 static[:, j] = c.to_tokens(c.values(df[c.name])[first])
             else:
                 static[:, j] = c.transform(df[c.name])[first]
-        times = to_ns(df[s.time_index])
+        times = self.layout.to_ns(df[s.time_index])
         tgrid = np.where(pad, 0, times[safe])
         # padding steps continue the real spacing so calendar features stay meaningful
-        tgrid = np.where(pad, time_grid(times[first], T, self.freq), tgrid)
+        tgrid = np.where(pad, self.layout.grid(times[first], T), tgrid)
         return EncodedData(
             num=num, num_miss=miss, cat=cat, present=present, calendar=calendar(tgrid),
             static=np.concatenate([static, tokens], 1), lengths=lengths, start_ns=times[first],
@@ -380,8 +390,8 @@ class TableEncoder:
             tok = static[:, j]
             vals = c.from_tokens(tok, rng) if c.is_numeric else c.inverse(tok)
             cols[c.name] = vals[seq] if isinstance(vals, np.ndarray) else vals.iloc[seq].reset_index(drop=True)
-        times = time_grid(start_ns, T, self.freq)[valid]
-        cols[s.time_index] = from_ns(times, self.layout.time_dtype)
+        times = self.layout.grid(start_ns, T)[valid]
+        cols[s.time_index] = self.layout.restore(times)
         key_col = s.entity_key or "sequence_id"
         key = self.key or IdentifierTransformer(key_col, "identifier", "object")
         cols[key_col] = key.inverse(N, key_prefix)[seq]

@@ -684,6 +684,14 @@ def infer_schema(
             if nunique <= 2 and set(v.unique().tolist()) <= {0, 1} and not markers:
                 cols.append(ColumnSpec(col, ColumnKind.BINARY, nullable=bool(s.isna().any()), dtype=dtype, notes=notes))
                 continue
+            # integers read as floats only because of missing values are integers; a float column whose
+            # values are whole but not count-like (no missing values to explain the float, or beyond 2**31,
+            # e.g. 7.37873E+11 written with 6 significant digits) stays continuous, as the shipped schemas say
+            if integral and dtype.startswith("float"):
+                float_only_for_nan = bool(s.isna().any() or markers or sentinels)
+                if not float_only_for_nan or (v.size and float(np.abs(v.to_numpy(dtype=float)).max()) >= 2**31):
+                    integral = False
+                    notes.append("whole numbers stored as floats: kind 'continuous' (set 'integer' for counts)")
             kind = ColumnKind.INTEGER if integral else ColumnKind.CONTINUOUS
             if integral and nunique <= 12 and n >= 100:
                 notes.append(f"integer with {nunique} levels: consider kind 'categorical'")

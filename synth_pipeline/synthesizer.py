@@ -30,7 +30,7 @@ from synth_pipeline.io_utils import atomic_write_json
 from synth_pipeline.model_files import check_model_dir, load_errors, write_marker
 from synth_pipeline.models.timeautodiff import Conditions, TimeAutoDiff
 from synth_pipeline.schema import DatasetSchema
-from synth_pipeline.transformers import calendar, time_grid, to_ns
+from synth_pipeline.transformers import calendar
 
 if TYPE_CHECKING:  # the evaluation package is heavy to import; the diagnostic imports it when called
     from synth_pipeline.evaluation.dependency import DependencyResult
@@ -43,6 +43,7 @@ class Synthesizer:
         self.config = config or ModelConfig.from_preset("fast")
         self.encoder: TableEncoder | None = None
         self.model: TimeAutoDiff | None = None
+        self._schema_fingerprint: str | None = None  # of the training schema, kept by save/load
         self.fit_seconds = 0.0
 
     # ------------------------------------------------------------------------------------------
@@ -51,6 +52,7 @@ class Synthesizer:
         t0 = time.perf_counter()
         if schema is not None:
             self.schema = schema
+        self._schema_fingerprint = None
         df = coerce(df, self.schema)
         cfg = self.config
         self.encoder = TableEncoder(
@@ -62,6 +64,12 @@ class Synthesizer:
         self.model = TimeAutoDiff(cfg, self.encoder.dims).fit(data)
         self.fit_seconds = time.perf_counter() - t0
         return self
+
+    @property
+    def schema_fingerprint(self) -> str:
+        """Fingerprint of the schema the model was trained with. A loaded model carries the
+        protected copy of that schema (no rare level, no pinned range), so the fingerprint is kept."""
+        return self._schema_fingerprint or self.schema.fingerprint()
 
     def _require_fitted(self) -> tuple[TableEncoder, TimeAutoDiff]:
         if self.encoder is None or self.model is None:
@@ -139,7 +147,7 @@ class Synthesizer:
     def _layout_conditions(self, lengths: np.ndarray, starts: np.ndarray) -> Conditions:
         enc = self.encoder
         T = enc.max_len
-        grid = time_grid(starts, T, enc.freq)
+        grid = enc.layout.grid(starts, T)
         present = (np.arange(T)[None, :] < lengths[:, None]).astype(np.float32)
         return Conditions(calendar=torch.from_numpy(calendar(grid)), present=torch.from_numpy(present))
 
@@ -186,7 +194,7 @@ class Synthesizer:
             )
         T = enc.max_len
         idx = np.pad(idx, ((0, 0), (0, T - idx.shape[1])), constant_values=-1)
-        times = to_ns(frame[s.time_index])
+        times = enc.layout.to_ns(frame[s.time_index])
         starts = times[idx[:, 0]]
         cond = self._layout_conditions(lengths, starts)
         cells = enc.encode_cells(frame, idx)
@@ -215,7 +223,7 @@ class Synthesizer:
             model.save(tmp)
             atomic_write_json(tmp / "synthesizer.json", {
                 "package_version": __version__,
-                "schema_fingerprint": self.schema.fingerprint(),
+                "schema_fingerprint": self.schema_fingerprint,
                 "fit_seconds": self.fit_seconds,
             })
             enc.public_schema().to_yaml(tmp / "schema.yaml")  # protected: no rare level, no pinned range
@@ -241,6 +249,7 @@ class Synthesizer:
             syn = cls(enc.schema, model.config)
             syn.encoder, syn.model = enc, model
             syn.fit_seconds = float(meta["fit_seconds"])
+            syn._schema_fingerprint = meta.get("schema_fingerprint")
         return syn
 
 

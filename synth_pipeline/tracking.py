@@ -170,7 +170,7 @@ def save_model(
     )
     mlflow_model.add_flavor(
         FLAVOR_NAME, package_version=__version__, data=DATA_SUBPATH, code=code_dir,
-        schema_fingerprint=synthesizer.schema.fingerprint(), dataset=synthesizer.schema.name,
+        schema_fingerprint=synthesizer.schema_fingerprint, dataset=synthesizer.schema.name,
     )
     mlflow_model.save(str(path / MLMODEL_FILE_NAME))
     default = default_pip_requirements() if pip_requirements is None else None

@@ -309,6 +309,8 @@ def test_impossible_gate_fails_evaluate_and_never_publishes(airflow_db, mlflow_s
     assert not (root.parent / ".staging" / "af_fail" / "2024-05-17").exists()
 
 
+@pytest.mark.slow  # two releases (~2 min); fast variants: test_dag_test_runs_a_full_release_and_logs_it_in_mlflow
+# (the same operators through dag.test) and the DagBag tests, which load this example file
 def test_the_example_etl_dags_run_both_integrations_end_to_end(airflow_db, mlflow_server, tmp_path, monkeypatch,
                                                                 one_thread):
     """The shipped example file itself, loaded from a copy whose release configs have a tiny budget:

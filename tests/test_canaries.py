@@ -86,7 +86,8 @@ def _found(blobs: dict[str, bytes]) -> list[tuple[str, str]]:
     return hits
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a whole release (~2 min): `make test-all`; fast variants of each canary's protection:
+# tests/test_transformers.py (knots, ranges, rare levels, start bins, the model directory's encoder)
 def test_no_canary_leaves_the_training_boundary(mlflow_server, tmp_path, one_thread, caplog, capfd):
     import mlflow
     from mlflow import MlflowClient

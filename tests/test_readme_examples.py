@@ -41,7 +41,7 @@ TINY_FLAGS = " ".join(f"--set model.{k}={str(v).lower()}" for k, v in TINY.items
 # A block is named by a line it contains (stripped); each name must match exactly one block.
 NOT_RUN = {
     "make demo   # installs into .venv, then runs the shipped nasdaq100 example end to end":
-        "make targets: `make test` is this suite itself, `make demo` installs and trains for minutes; "
+        "make targets: `make test`/`make test-all` run this suite, `make demo` installs and trains for minutes; "
         "the demo's release path runs below at a tiny budget (the release and MLflow blocks)",
     "sources (CSV | Parquet | SQL URI | DataFrame)": "a diagram of the stages, not code",
     "<release_root>/<dataset>/LATEST                       newest release id (atomic, never moves back)":
@@ -264,20 +264,34 @@ def test_release_layout_matches(release_dir):
 
 @pytest.fixture(scope="module")
 def quarantined(release_dir):
-    """A second date whose gate fails (as the demo's does): version 2, ``gate=failed``, ``candidate``."""
-    from synth_pipeline.errors import GateFailedError
-    from synth_pipeline.pipeline import run_release
-
+    """A second date whose gate fails, as the demo's does (``exit 3``): version 2, ``gate=failed``,
+    alias ``candidate``; ``champion`` stays on version 1. (The fast variant of
+    test_pipeline.py::test_gate_failure_quarantines_keeps_champion_and_exits_3, marked slow.)"""
     ws, config, _, r = release_dir
     assert r.returncode == 0
     cfg = yaml.safe_load(config.read_text())
     cfg["gate"] = FAIL_GATE
-    failing = config.with_name("failing.yaml")
-    failing.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    with pytest.raises(GateFailedError):
-        run_release(failing, "2024-05-18", progress=False)
-    assert (ws / "releases" / "nasdaq100" / "_quarantine" / "2024-05-18").is_dir()
+    config.with_name("failing.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    failed = run_bash("synth-pipeline release synth_pipeline/configs/failing.yaml --date 2024-05-18", ws)
+    assert failed.returncode == 3, f"{failed.stdout[-3000:]}\n{failed.stderr[-3000:]}"
     return ws
+
+
+def test_gate_failure_quarantines_and_keeps_the_champion(quarantined):
+    from mlflow import MlflowClient
+
+    root = quarantined / "releases" / "nasdaq100"
+    q = root / "_quarantine" / "2024-05-18"
+    files = sorted(p.relative_to(q).as_posix() for p in q.rglob("*") if p.is_file())
+    assert "manifest.json" in files and "report/report.html" in files
+    assert not any(f.startswith("data/") or f.endswith(".parquet") for f in files)  # no data
+    assert not (root / "2024-05-18").exists() and (root / "LATEST").read_text().strip() == "2024-05-17"
+    uri = f"sqlite:///{quarantined / '.demo' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = "nasdaq100-synthesizer"
+    champion, candidate = (client.get_model_version_by_alias(name, a) for a in ("champion", "candidate"))
+    assert str(champion.version) == "1" and champion.tags["gate"] == "passed"
+    assert str(candidate.version) == "2" and candidate.tags["gate"] == "failed"
 
 
 def test_mlflow_blocks_run(quarantined, monkeypatch, mlflow_globals, capsys, one_thread):
@@ -292,6 +306,6 @@ def test_mlflow_blocks_run(quarantined, monkeypatch, mlflow_globals, capsys, one
 
     lineno, text = block("ungated")
     exec_block(text, lineno, ns)  # same session: the names of the block above are still bound
-    assert "gate=failed" in capsys.readouterr().out
+    assert "gate=failed" in capsys.readouterr().out  # refused (the except branch ran)
     assert ns["m"].predict(pd.DataFrame({"n_sequences": [3], "seed": [1]}))["Symbol"].nunique() == 3
     assert issubclass(ns["UngatedModelError"], UngatedModelError)

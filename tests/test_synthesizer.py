@@ -120,7 +120,7 @@ def test_sampling_is_seeded_and_survives_save_load(nasdaq, tmp_path):
     assert not a.equals(syn.sample(10, seed=8))
     syn.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "encoder.json", "model_config.json", "schema.yaml", "synthesizer.json", "weights.pt"
+        ".synth-pipeline-model", "encoder.json", "model_config.json", "schema.yaml", "synthesizer.json", "weights.pt"
     ]
     again = Synthesizer.load(tmp_path / "m", device="cpu")
     pd.testing.assert_frame_equal(again.sample(10, seed=7), a)
@@ -172,7 +172,7 @@ def test_metadata_conditioning_keeps_whole_columns(pollution):
 
 def test_unseen_category_in_conditions_is_refused(nasdaq, pollution):
     _, _, syn = nasdaq
-    with pytest.raises(ConditioningError, match="Sector.*never seen.*valid values"):
+    with pytest.raises(ConditioningError, match="Sector.*not levels the model knows.*valid values"):
         syn.sample(conditions=pd.DataFrame({"Sector": ["Space Mining"]}))
     with pytest.raises(ConditioningError, match="not static attributes"):
         syn.sample(conditions=pd.DataFrame({"Open": [1.0]}))

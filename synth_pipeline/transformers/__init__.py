@@ -34,6 +34,8 @@ from synth_pipeline.transformers.time_layout import (
     calendar,
     from_ns,
     infer_freq,
+    integer_time_format,
+    observed_holidays,
     time_grid,
     to_ns,
 )
@@ -42,5 +44,5 @@ __all__ = [
     "NA_LEVEL", "RARE_LEVEL", "RARE_TOKEN", "N_CALENDAR", "BinaryTransformer", "CategoricalTransformer",
     "ColumnTransformer", "ContinuousTransformer", "DatetimeTransformer", "IdentifierTransformer",
     "IntegerTransformer", "KAnonymousBins", "Protection", "QuantileMap", "TimeLayout", "calendar", "from_ns",
-    "infer_freq", "time_grid", "to_ns", "transformer_for",
+    "infer_freq", "integer_time_format", "observed_holidays", "time_grid", "to_ns", "transformer_for",
 ]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.errors import ConfigError
+from synth_pipeline.config import check_protection
 
 RARE_TOKEN = "_RARE_"
 
@@ -36,17 +36,7 @@ class Protection:
     seed: int = 0  # randomises the clip rank and bound placement (recorded nowhere else)
 
     def __post_init__(self) -> None:
-        try:
-            lo, hi = (int(v) for v in self.clip_rank)
-        except (TypeError, ValueError):
-            raise ConfigError(f"model.clip_rank must be two ranks [lo, hi] (default [5, 7]), got {self.clip_rank!r}") from None
-        self.clip_rank = (lo, hi)
-        if not (isinstance(self.k, int) and self.k >= 1):
-            raise ConfigError(f"model.protect_k must be an integer >= 1 (default 5), got {self.k!r}")
-        if not 1 <= lo <= hi:
-            raise ConfigError(f"model.clip_rank must be two ranks 1 <= lo <= hi (default [5, 7]), got {self.clip_rank}")
-        if not isinstance(self.rare_token, str) or not self.rare_token:
-            raise ConfigError("model.rare_token must be non-empty text (default '_RARE_')")
+        self.clip_rank = check_protection(self.k, self.clip_rank, self.rare_token)
 
     def rng(self, salt: str) -> np.random.Generator:
         """A generator per column (salted by name) so bounds do not depend on column order."""

@@ -10,7 +10,8 @@ starting at midnight).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,20 +27,23 @@ _EPOCH_DAY = np.datetime64("1970-01-01", "D")
 # ------------------------------------------------------------------------------------------------
 # time values
 # ------------------------------------------------------------------------------------------------
-def to_ns(col: pd.Series) -> np.ndarray:
-    """Wall-clock int64 nanoseconds (time zone dropped; restored on output from the dtype)."""
+def to_ns(col: pd.Series, clock: str = "wall") -> np.ndarray:
+    """int64 nanoseconds: the wall clock (time zone dropped; calendar steps stay on the calendar
+    across DST), or UTC (``clock="utc"``: sub-daily steps of a zoned series stay exact across DST)."""
     if getattr(col.dt, "tz", None) is not None:
-        col = col.dt.tz_localize(None)
+        col = col.dt.tz_convert("UTC").dt.tz_localize(None) if clock == "utc" else col.dt.tz_localize(None)
     return col.to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
 
-def from_ns(ns: np.ndarray, dtype: str | None) -> pd.Series:
+def from_ns(ns: np.ndarray, dtype: str | None, clock: str = "wall") -> pd.Series:
     s = pd.Series(np.asarray(ns).astype("datetime64[ns]"))
     if dtype and dtype.startswith("datetime64"):
         unit_tz = dtype[len("datetime64[") : -1]
         unit, _, tz = unit_tz.partition(", ")
         s = s.astype(f"datetime64[{unit}]")
-        if tz:
+        if tz and clock == "utc":
+            s = s.dt.tz_localize("UTC").dt.tz_convert(tz)
+        elif tz:
             s = s.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
     return s
 
@@ -60,26 +64,61 @@ def calendar(ns: np.ndarray) -> np.ndarray:
     return np.stack(feats, -1).astype(np.float32).reshape(*ns.shape, N_CALENDAR)
 
 
+# ------------------------------------------------------------------------------------------------
+# spacing
+# ------------------------------------------------------------------------------------------------
+_MONTHLY = re.compile(r"(\d*)M([SE])")
+
+
+def _months(freq: str) -> tuple[int, str] | None:
+    """``"3MS"`` -> (3, "S"): every 3 months at month starts; ``"12ME"``: yearly at month ends."""
+    m = _MONTHLY.fullmatch(freq)
+    return (int(m.group(1) or 1), m.group(2)) if m else None
+
+
+def _month_index(ns: np.ndarray) -> np.ndarray:
+    return ns.astype("datetime64[ns]").astype("datetime64[M]").astype(np.int64)
+
+
+def _day_of_month(ns: np.ndarray) -> np.ndarray:
+    dt = ns.astype("datetime64[ns]")
+    return (dt.astype("datetime64[D]") - dt.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64)
+
+
+def _is_month_end(ns: np.ndarray) -> np.ndarray:
+    d = ns.astype("datetime64[ns]").astype("datetime64[D]")
+    return (d + 1).astype("datetime64[M]") != d.astype("datetime64[M]")
+
+
 def infer_freq(times_ns: np.ndarray, starts: np.ndarray) -> str:
-    """The real spacing of the time index: a fixed step ("3600s"), business days ("B") or month starts ("MS")."""
-    d = np.diff(times_ns)
+    """The spacing of the time index: business days ("B"), calendar months at month starts or ends
+    ("MS", "3MS" quarterly, "12MS" yearly; "ME", "3ME", "12ME"), or a fixed step ("3600s", weeks as
+    "604800s"). Irregular spacing: the most common step (the output is regular; see README)."""
     boundary = np.zeros(len(times_ns), dtype=bool)
     boundary[starts] = True
-    d = d[~boundary[1:]]  # diffs across sequence boundaries are not spacings
+    inner = ~boundary[1:]  # diffs across sequence boundaries are not spacings
+    d = np.diff(times_ns)[inner]
     d = d[d > 0]
     if d.size == 0:
         return "86400s"
     vals, counts = np.unique(d, return_counts=True)
     step = int(vals[np.argmax(counts)])
-    dt = times_ns.astype("datetime64[ns]")
     if step == DAY_NS:
         weekday = (times_ns // DAY_NS + 3) % 7
         if np.all(weekday < 5) and np.mean(d == 3 * DAY_NS) > 0.05:
             return "B"
-    if 28 * DAY_NS <= step <= 31 * DAY_NS:
-        dom = (dt - dt.astype("datetime64[M]")).astype("timedelta64[D]").astype(np.int64)
-        if np.all(dom == 0):
-            return "MS"
+    if step >= 28 * DAY_NS:
+        md = np.diff(_month_index(times_ns))[inner]
+        md = md[md > 0]
+        if md.size:
+            mv, mc = np.unique(md, return_counts=True)
+            n = int(mv[np.argmax(mc)])
+            tod = times_ns % DAY_NS
+            same_tod = np.all(tod == tod[0])
+            if same_tod and np.all(_day_of_month(times_ns) == 0):
+                return f"{n if n > 1 else ''}MS"
+            if same_tod and np.all(_is_month_end(times_ns)):
+                return f"{n if n > 1 else ''}ME"
     return f"{step // 1_000_000_000}s" if step % 1_000_000_000 == 0 else f"{step}ns"
 
 
@@ -87,46 +126,87 @@ def _fixed_step(freq: str) -> int:
     return int(pd.Timedelta(freq).value)
 
 
-def time_grid(start_ns: np.ndarray, length: int, freq: str) -> np.ndarray:
-    """[N, length] int64 ns timestamps starting at each ``start_ns`` with spacing ``freq`` (vectorized)."""
+def _holidays(holidays: list[str] | tuple[str, ...] | None) -> np.ndarray:
+    return np.asarray(holidays or [], dtype="datetime64[D]")
+
+
+def time_grid(start_ns: np.ndarray, length: int, freq: str, holidays: list[str] | None = None) -> np.ndarray:
+    """[N, length] int64 ns timestamps starting at each ``start_ns`` with spacing ``freq`` (vectorized);
+    business days skip weekends and the observed ``holidays``; months advance on the calendar."""
     k = np.arange(length)
     if freq == "B":
         start_d = start_ns.astype("datetime64[ns]").astype("datetime64[D]")
         tod = start_ns - start_d.astype("datetime64[ns]").astype(np.int64)
-        days = np.busday_offset(start_d[:, None], k[None, :], roll="forward")
+        days = np.busday_offset(start_d[:, None], k[None, :], roll="forward", holidays=_holidays(holidays))
         return days.astype("datetime64[ns]").astype(np.int64) + tod[:, None]
-    if freq == "MS":
+    if (mo := _months(freq)) is not None:
+        n, anchor = mo
         start_m = start_ns.astype("datetime64[ns]").astype("datetime64[M]")
-        tod = start_ns - start_m.astype("datetime64[ns]").astype(np.int64)
-        months = start_m[:, None] + k[None, :].astype("timedelta64[M]")
-        return months.astype("datetime64[ns]").astype(np.int64) + tod[:, None]
+        tod = start_ns % DAY_NS
+        months = start_m[:, None] + (n * k)[None, :].astype("timedelta64[M]")
+        if anchor == "E":  # the last day of each month
+            days = (months + 1).astype("datetime64[D]") - 1
+        else:
+            days = months.astype("datetime64[D]")
+        return days.astype("datetime64[ns]").astype(np.int64) + tod[:, None]
     return start_ns[:, None] + _fixed_step(freq) * k[None, :]
 
 
-def grid_position(ns: np.ndarray, freq: str, phase: int) -> np.ndarray:
+def grid_position(ns: np.ndarray, freq: str, phase: int, holidays: list[str] | None = None) -> np.ndarray:
     """Timestamps -> integer positions on the grid (business days, months or steps since 1970)."""
     if freq == "B":
-        return np.busday_count(_EPOCH_DAY, ns.astype("datetime64[ns]").astype("datetime64[D]")).astype(np.int64)
-    if freq == "MS":
-        return ns.astype("datetime64[ns]").astype("datetime64[M]").astype(np.int64)
+        d = ns.astype("datetime64[ns]").astype("datetime64[D]")
+        return np.busday_count(_EPOCH_DAY, d, holidays=_holidays(holidays)).astype(np.int64)
+    if _months(freq) is not None:
+        return _month_index(ns)
     return (ns - phase) // _fixed_step(freq)
 
 
-def grid_time(pos: np.ndarray, freq: str, phase: int) -> np.ndarray:
+def grid_time(pos: np.ndarray, freq: str, phase: int, holidays: list[str] | None = None) -> np.ndarray:
     """Integer grid positions -> timestamps (int64 ns); ``phase`` is the time of day / step offset."""
     if freq == "B":
-        days = np.busday_offset(_EPOCH_DAY, pos, roll="forward")
+        days = np.busday_offset(_EPOCH_DAY, pos, roll="forward", holidays=_holidays(holidays))
         return days.astype("datetime64[ns]").astype(np.int64) + phase
-    if freq == "MS":
-        return pos.astype("datetime64[M]").astype("datetime64[ns]").astype(np.int64) + phase
+    if (mo := _months(freq)) is not None:
+        months = pos.astype("datetime64[M]")
+        days = (months + 1).astype("datetime64[D]") - 1 if mo[1] == "E" else months.astype("datetime64[D]")
+        return days.astype("datetime64[ns]").astype(np.int64) + phase
     return phase + pos * _fixed_step(freq)
 
 
 def _phase(starts_ns: np.ndarray, freq: str) -> int:
     """The grid's offset: the most common time of day (calendar steps) or remainder of the step."""
-    mod = DAY_NS if freq in ("B", "MS") else _fixed_step(freq)
+    mod = DAY_NS if freq == "B" or _months(freq) is not None else _fixed_step(freq)
     vals, counts = np.unique(starts_ns % mod, return_counts=True)
     return int(vals[np.argmax(counts)])
+
+
+def observed_holidays(times_ns: np.ndarray, first: np.ndarray, last: np.ndarray, min_spans: int) -> list[str]:
+    """Weekdays no row has although at least ``min_spans`` sequences span them (exchange holidays):
+    business-day output skips them. Public calendar facts, not anyone's value."""
+    days = np.unique(times_ns.astype("datetime64[ns]").astype("datetime64[D]"))
+    lo, hi = days[0], days[-1]
+    cand = np.arange(lo, hi + 1, dtype="datetime64[D]")
+    cand = cand[np.is_busday(cand) & ~np.isin(cand, days)]
+    if cand.size == 0:
+        return []
+    f = np.sort(first.astype("datetime64[ns]").astype("datetime64[D]"))
+    la = np.sort(last.astype("datetime64[ns]").astype("datetime64[D]"))
+    spans = np.searchsorted(f, cand, side="right") - np.searchsorted(la, cand, side="left")
+    return [str(d) for d in cand[spans >= min_spans]]
+
+
+def integer_time_format(dtype: str | None, times_ns: np.ndarray) -> str | None:
+    """How an integer time index was written: years ("%Y": every time is Jan 1, 00:00) or dates as
+    yyyymmdd ("%Y%m%d": midnight); None when the column was not integer."""
+    if not dtype or not dtype.lower().startswith(("int", "uint")):
+        return None
+    dt = times_ns.astype("datetime64[ns]")
+    if np.all(dt.astype("datetime64[Y]").astype("datetime64[ns]") == dt):
+        return "%Y"
+    if np.all(times_ns % DAY_NS == 0):
+        return "%Y%m%d"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,34 +217,70 @@ class TimeLayout:
     freq: str = "86400s"
     phase: int = 0
     max_len: int = 0
-    time_dtype: str | None = None
+    time_dtype: str | None = None  # the typed column's dtype (tz kept), datetime64[...]
     starts: KAnonymousBins | None = None  # grid positions of sequence starts
     lengths: KAnonymousBins | None = None
+    clock: str = "wall"  # "utc" for sub-daily steps of a zoned series (exact across DST)
+    holidays: list[str] = field(default_factory=list)  # business days never observed (B only)
+    int_format: str | None = None  # integer time index: "%Y" (years) or "%Y%m%d"
+    int_dtype: str | None = None
+
+    @staticmethod
+    def clock_for(freq: str, time_dtype: str | None) -> str:
+        zoned = bool(time_dtype) and ", " in str(time_dtype)
+        sub_daily = freq not in ("B",) and _months(freq) is None and _fixed_step(freq) < DAY_NS
+        return "utc" if zoned and sub_daily else "wall"
 
     @classmethod
     def fit(cls, start_ns: np.ndarray, lengths: np.ndarray, freq: str, time_dtype: str | None,
-            prot: Protection) -> TimeLayout:
+            prot: Protection, holidays: list[str] | None = None, int_dtype: str | None = None,
+            int_format: str | None = None, clock: str = "wall") -> TimeLayout:
         """One start and one length per privacy unit (a sequence of a panel; a window of a series)."""
         phase = _phase(start_ns, freq)
-        pos = grid_position(start_ns, freq, phase)
+        pos = grid_position(start_ns, freq, phase, holidays)
         upos = np.unique(pos)
         step = int(np.gcd.reduce(np.diff(upos))) if upos.size > 1 else 1
         step = max(step, 1)
         starts = KAnonymousBins.fit(pos, prot, prot.rng("__starts__"), step=step, phase=int(upos[0] % step))
         lens = KAnonymousBins.fit(lengths, prot, prot.rng("__lengths__"))
         max_len = int(max(1, np.floor(lens.edges[-1])))
-        return cls(freq, phase, max_len, time_dtype, starts, lens)
+        return cls(freq, phase, max_len, time_dtype, starts, lens, clock, list(holidays or []), int_format,
+                   int_dtype)
 
+    # -- the time column ------------------------------------------------------------------------
+    def to_ns(self, col: pd.Series) -> np.ndarray:
+        return to_ns(col, self.clock)
+
+    def grid(self, start_ns: np.ndarray, length: int) -> np.ndarray:
+        return time_grid(start_ns, length, self.freq, self.holidays)
+
+    def restore(self, ns: np.ndarray) -> pd.Series | np.ndarray:
+        """Timestamps -> the input's type: the datetime dtype with its zone, or integers (years /
+        yyyymmdd) when the time index was an integer column."""
+        if self.int_format is not None:
+            dt = np.asarray(ns).astype("datetime64[ns]")
+            year = dt.astype("datetime64[Y]").astype(np.int64) + 1970
+            if self.int_format == "%Y":
+                out = year
+            else:
+                month = dt.astype("datetime64[M]").astype(np.int64) % 12 + 1
+                day = _day_of_month(np.asarray(ns)) + 1
+                out = year * 10000 + month * 100 + day
+            return out.astype(self.int_dtype or "int64")
+        return from_ns(ns, self.time_dtype, self.clock)
+
+    # -- the protected layout model -------------------------------------------------------------
     def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` (lengths, start timestamps in int64 ns) from the protected model."""
         lengths = np.clip(self.lengths.sample(n, rng), 1, self.max_len)
-        starts = grid_time(self.starts.sample(n, rng), self.freq, self.phase)
+        starts = grid_time(self.starts.sample(n, rng), self.freq, self.phase, self.holidays)
         return lengths.astype(np.int64), starts.astype(np.int64)
 
     def to_dict(self) -> dict[str, Any]:
         return {"freq": self.freq, "phase": self.phase, "max_len": self.max_len, "time_dtype": self.time_dtype,
                 "starts": self.starts.to_dict() if self.starts else None,
-                "lengths": self.lengths.to_dict() if self.lengths else None}
+                "lengths": self.lengths.to_dict() if self.lengths else None, "clock": self.clock,
+                "holidays": list(self.holidays), "int_format": self.int_format, "int_dtype": self.int_dtype}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TimeLayout:
