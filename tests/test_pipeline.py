@@ -265,8 +265,14 @@ def test_shipped_configs_load_and_long_series_splits_by_window():
     assert pol.events.path.endswith("synth_pipeline/data/pollution_data.csv")  # packaged slice, not ../shared
 
     from synth_pipeline.ingest import load_dataset
+    from synth_pipeline.validate import validate
 
-    df = load_dataset(pol.events, pol.schema).head(24 * 50)
+    whole = load_dataset(pol.events, pol.schema)
+    assert validate(whole, pol.schema).success  # the packaged slice (2010) fits the shipped schema
+    tr, ho = split_sequences(whole, pol.schema, pol.holdout_fraction, seed=pol.seed)
+    evidence = pol.gate_config().min_sequences
+    assert len(tr) // 24 >= evidence and len(ho) // 24 >= evidence  # enough for the default gate
+    df = whole.head(24 * 50)
     train, holdout = split_sequences(df, pol.schema, 0.2, seed=0)
     assert len(holdout) == 24 * 10 and len(train) == 24 * 40
     assert not set(train["date"]) & set(holdout["date"])  # no shared timestamps
