@@ -99,7 +99,7 @@ def test_pass_publishes_release_registers_champion_and_logs_everything(passed_re
             "report/report.html", "metrics.json", "gate.json", "lineage.json", "dependency.json"} <= files
     assert json.loads((local / "gate.json").read_text())["passed"] is True
     html = (local / "report" / "report.html").read_text()
-    assert "<html" in html.lower() and "Decoder dependency on the latent" in html and "dependency heatmap" in html
+    assert "<html" in html.lower() and "Decoder dependency on the latent" in html and "decoder dependency on its latent" in html
     dep = json.loads((local / "dependency.json").read_text())
     rows = np.asarray(dep["latent"]).sum(1) + np.asarray(dep["context"])
     assert np.allclose(rows, 1.0, atol=1e-3)  # each output step's shares sum to 1

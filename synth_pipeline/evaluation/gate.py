@@ -1,8 +1,11 @@
 """Release gate: thresholds (``GateConfig``, YAML) applied to the evaluation -> ``GateResult``.
 
 Every check reports its value, threshold, direction (``<=`` or ``>=``), whether it passed and a
-one-line explanation. Privacy uses the *upper* confidence bound of the DCR share; any exact copy
-of a train sequence fails; too few sequences to decide fails with "insufficient evidence".
+one-line explanation. Privacy uses the *upper* confidence bound of the DCR share (a bootstrap over
+the reference entities and the synthetic sequences); any exact copy of a train sequence fails; too
+few sequences to decide fails with "insufficient evidence", and so do reference sets too small for
+a perfect generator's upper bound to stay under the DCR threshold (the message says how many
+holdout entities would be needed).
 A threshold set to ``null`` in the YAML disables that check (it is then not listed).
 
 Allowance for sampling noise: for the cheap distribution metrics (marginals, correlation,
@@ -25,6 +28,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import yaml
@@ -196,9 +200,24 @@ def decide(cfg: GateConfig, sizes: dict[str, int], fidelity: dict[str, Any], pri
         hi, share, n = dcr["ci_high"], dcr["share"], dcr["n_synthetic"]
         ok = hi <= cfg.dcr_share_max
         pct = int(round(100 * cfg.confidence))
+        se, n_ref = dcr.get("se"), dcr.get("n_reference", 0)
+        # the upper bound a perfect generator (share 0.5) would get with these reference sets
+        z = NormalDist().inv_cdf(0.5 + cfg.confidence / 2)
+        reach = 0.5 + z * se if se is not None and math.isfinite(se) else None
         if ok:
             text = (f"DCR share upper {pct}% bound {_fmt(hi)} <= {_fmt(cfg.dcr_share_max)} (point {_fmt(share)}, "
-                    f"n={n}): synthetic sequences are not closer to train than to unseen holdout sequences")
+                    f"n={n}, {n_ref} reference sequences per side): synthetic sequences are not closer to train "
+                    f"than to unseen holdout sequences")
+        elif dcr.get("ci_low", 0.0) > cfg.dcr_share_max:
+            text = (f"DCR share {pct}% interval [{_fmt(dcr['ci_low'])}, {_fmt(hi)}] lies above "
+                    f"{_fmt(cfg.dcr_share_max)}: synthetic sequences sit closer to train records than to unseen "
+                    f"ones (memorization)")
+        elif reach is not None and reach > cfg.dcr_share_max:
+            need = math.ceil(n_ref * (z * se / max(cfg.dcr_share_max - 0.5, 1e-9)) ** 2)
+            text = (f"{INSUFFICIENT}: with {n_ref} holdout sequences (entities) the DCR share {_fmt(share)} is known "
+                    f"only to +-{_fmt(z * se)}, so even a generator with share 0.5 would reach {_fmt(reach)} > "
+                    f"{_fmt(cfg.dcr_share_max)}; about {need} holdout entities are needed to decide (raise "
+                    f"split.holdout_fraction or release a table with more entities)")
         elif share <= cfg.dcr_share_max:
             text = (f"{INSUFFICIENT}: DCR share {_fmt(share)} but its upper {pct}% bound {_fmt(hi)} > "
                     f"{_fmt(cfg.dcr_share_max)} with only {n} synthetic sequences; generate more to decide")
