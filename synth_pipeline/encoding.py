@@ -402,11 +402,15 @@ class TableEncoder:
         out = pd.DataFrame({k: (v if not isinstance(v, pd.Series) else v.to_numpy()) for k, v in cols.items()})
         out = out[order]
         for c in self.codecs:  # restore exact dtypes (category values came back as python objects)
-            if not c.is_numeric and c.dtype != "object":
-                try:
-                    out[c.name] = out[c.name].astype(c.dtype)
-                except (TypeError, ValueError):
-                    pass
+            if c.is_numeric or c.dtype == "object":
+                continue
+            text = c.dtype.lower().startswith(("str", "string", "category"))
+            if c.rare_token is not None and not text and (out[c.name] == c.rare_token).any():
+                continue  # the protected token does not fit a bool / int column: it stays object
+            try:
+                out[c.name] = out[c.name].astype(c.dtype)
+            except (TypeError, ValueError):
+                pass
         return out
 
     # -- conditions ----------------------------------------------------------------------------

@@ -142,3 +142,20 @@ def test_inferred_kinds_match_the_shipped_schema():
     for spec in shipped.columns:
         got = inferred.column(spec.name)
         assert (got.kind, got.static) == (spec.kind, spec.static), spec.name
+
+
+def test_starts_keep_their_place_in_the_daily_cycle():
+    """Hourly windows that mostly start at 06:00 or 18:00 (gaps shift a few): synthetic starts keep
+    that hour-of-day profile instead of starting at any hour (traffic's daily shape would shift)."""
+    rng = np.random.default_rng(0)
+    days = rng.choice(400, 200, replace=False)
+    hour = np.where(rng.random(200) < 0.7, 6, 18)
+    hour[:3] = [1, 2, 3]  # three lone starts (fewer than protect_k share each hour)
+    parts = []
+    for e, (d, h) in enumerate(zip(days, hour, strict=True)):
+        t = pd.Timestamp("2020-01-01") + pd.Timedelta(days=int(d), hours=int(h)) + pd.to_timedelta(np.arange(24), "h")
+        parts.append(pd.DataFrame({"k": f"W{e:03d}", "t": t, "v": rng.normal(size=24)}))
+    out, enc = _decoded(pd.concat(parts, ignore_index=True), n=2000)
+    start_hours = out.groupby("k")["t"].min().dt.hour
+    assert set(start_hours) == {6, 18}
+    assert 0.6 < (start_hours == 6).mean() < 0.8

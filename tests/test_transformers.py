@@ -174,3 +174,19 @@ def test_protection_options_are_validated_with_the_valid_values():
     with pytest.raises(ConfigError, match="rare_token"):
         ModelConfig(rare_token="")
     assert ModelConfig(rare_token="Other").protection().rare_token == "Other"
+
+
+def test_a_protected_level_of_a_bool_column_is_not_cast_to_true():
+    """bool('_RARE_') is True: the token must not be silently turned into a real value."""
+    rows = []
+    for e in range(30):
+        for t in range(4):
+            rows.append({"key": f"E{e}", "ts": pd.Timestamp("2024-01-01") + pd.Timedelta(days=t),
+                         "v": float(e + t), "flag": e == 0})  # True held by one entity only
+    df = pd.DataFrame(rows)
+    schema = infer_schema(df, time_index="ts", entity_key="key")
+    enc = TableEncoder(schema).fit(coerce(df, schema))
+    d = enc.transform(coerce(df, schema))
+    out = enc.inverse_transform(d.num, d.num_miss, d.cat, d.static, d.lengths, d.start_ns, np.random.default_rng(0))
+    assert True not in set(out["flag"]) and "_RARE_" in set(out["flag"])
+    assert False in set(out["flag"])

@@ -174,6 +174,19 @@ def grid_time(pos: np.ndarray, freq: str, phase: int, holidays: list[str] | None
     return phase + pos * _fixed_step(freq)
 
 
+def _cycle(freq: str) -> int:
+    """Grid positions per calendar cycle: a day for sub-daily steps, a week of days, a week of
+    business days, a year of months; 0 when there is no such cycle (weekly, yearly, odd steps)."""
+    if freq == "B":
+        return 5
+    if (mo := _months(freq)) is not None:  # positions are months whatever the step
+        return 12 if mo[0] < 12 else 0
+    step = _fixed_step(freq)
+    if step == DAY_NS:
+        return 7
+    return DAY_NS // step if step < DAY_NS and DAY_NS % step == 0 else 0
+
+
 def _phase(starts_ns: np.ndarray, freq: str) -> int:
     """The grid's offset: the most common time of day (calendar steps) or remainder of the step."""
     mod = DAY_NS if freq == "B" or _months(freq) is not None else _fixed_step(freq)
@@ -224,6 +237,11 @@ class TimeLayout:
     holidays: list[str] = field(default_factory=list)  # business days never observed (B only)
     int_format: str | None = None  # integer time index: "%Y" (years) or "%Y%m%d"
     int_dtype: str | None = None
+    # where starts fall in the calendar cycle (_cycle): probabilities of each place on the lattice
+    # (places held by fewer than protect_k units get 0); empty: starts drawn on the lattice directly
+    cycle_probs: list[float] = field(default_factory=list)
+    lattice_step: int = 1
+    lattice_phase: int = 0
 
     @staticmethod
     def clock_for(freq: str, time_dtype: str | None) -> str:
@@ -241,11 +259,24 @@ class TimeLayout:
         upos = np.unique(pos)
         step = int(np.gcd.reduce(np.diff(upos))) if upos.size > 1 else 1
         step = max(step, 1)
-        starts = KAnonymousBins.fit(pos, prot, prot.rng("__starts__"), step=step, phase=int(upos[0] % step))
+        lattice0 = int(upos[0] % step)
+        period = _cycle(freq)
+        cycle_probs: list[float] = []
+        if period and period % step == 0 and period // step > 1:
+            # starts keep their place in the calendar cycle (hour of day, weekday, month of year):
+            # windows of traffic that start in the morning must not start at 13:00
+            m = period // step
+            q = (pos - lattice0) // step
+            counts = np.bincount(q % m, minlength=m)  # one start per unit
+            kept = np.where(counts >= prot.k, counts, 0).astype(np.float64)
+            cycle_probs = (kept / kept.sum() if kept.sum() > 0 else np.full(m, 1.0 / m)).tolist()
+            starts = KAnonymousBins.fit(q // m, prot, prot.rng("__starts__"))
+        else:
+            starts = KAnonymousBins.fit(pos, prot, prot.rng("__starts__"), step=step, phase=lattice0)
         lens = KAnonymousBins.fit(lengths, prot, prot.rng("__lengths__"))
         max_len = int(max(1, np.floor(lens.edges[-1])))
         return cls(freq, phase, max_len, time_dtype, starts, lens, clock, list(holidays or []), int_format,
-                   int_dtype)
+                   int_dtype, cycle_probs, step, lattice0)
 
     # -- the time column ------------------------------------------------------------------------
     def to_ns(self, col: pd.Series) -> np.ndarray:
@@ -273,14 +304,22 @@ class TimeLayout:
     def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` (lengths, start timestamps in int64 ns) from the protected model."""
         lengths = np.clip(self.lengths.sample(n, rng), 1, self.max_len)
-        starts = grid_time(self.starts.sample(n, rng), self.freq, self.phase, self.holidays)
+        if self.cycle_probs:
+            m = len(self.cycle_probs)
+            place = rng.choice(m, n, p=np.asarray(self.cycle_probs) / np.sum(self.cycle_probs))
+            pos = self.lattice_phase + self.lattice_step * (self.starts.sample(n, rng) * m + place)
+        else:
+            pos = self.starts.sample(n, rng)
+        starts = grid_time(pos, self.freq, self.phase, self.holidays)
         return lengths.astype(np.int64), starts.astype(np.int64)
 
     def to_dict(self) -> dict[str, Any]:
         return {"freq": self.freq, "phase": self.phase, "max_len": self.max_len, "time_dtype": self.time_dtype,
                 "starts": self.starts.to_dict() if self.starts else None,
                 "lengths": self.lengths.to_dict() if self.lengths else None, "clock": self.clock,
-                "holidays": list(self.holidays), "int_format": self.int_format, "int_dtype": self.int_dtype}
+                "holidays": list(self.holidays), "int_format": self.int_format, "int_dtype": self.int_dtype,
+                "cycle_probs": list(self.cycle_probs), "lattice_step": self.lattice_step,
+                "lattice_phase": self.lattice_phase}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TimeLayout:
