@@ -184,6 +184,7 @@ class TableEncoder:
             "n_num": len(self.num_codecs),
             "num_missing": [c.has_missing for c in self.num_codecs],
             "cat_cards": [c.n_tokens for c in self.cat_codecs],
+            "cat_levels_seen": [max(c.n_seen, c.n_tokens) for c in self.cat_codecs],
             "static_cards": [c.n_tokens for c in self.static_codecs] + self.level_cards,
             "n_static_columns": len(self.static_codecs),  # the rest of static_cards are level tokens
             "n_calendar": N_CALENDAR,

@@ -122,7 +122,8 @@ class TimeAutoDiff:
         self.config, self.dims = config, dims
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)  # weight initialisation is part of a seeded run
-        self.latent_dim = config.latent_dim or default_latent_dim(dims["n_num"], sum(dims["num_missing"]), dims["cat_cards"])
+        self.latent_dim = config.latent_dim or default_latent_dim(
+            dims["n_num"], sum(dims["num_missing"]), dims.get("cat_levels_seen", dims["cat_cards"]))
         if config.long == "stage" and dims["max_len"] < config.stage_length:
             raise ConfigError(
                 f"model.long=stage needs sequences of at least one stage: model.stage_length={config.stage_length} "

@@ -26,6 +26,9 @@ RARE_LEVEL = "<rare>"  # the model's protected level; decoded to ``rare_token``
 class CategoricalTransformer(ColumnTransformer):
     levels: list[Any] | None = None  # kept real levels, then RARE_LEVEL / NA_LEVEL when present
     rare_token: str | None = None  # what RARE_LEVEL decodes to (None: no level was protected)
+    # distinct values seen before protection (a count, no value): the model's latent width follows
+    # the column's information, not how many of its levels the protection merged
+    n_seen: int = 0
 
     KINDS: ClassVar[tuple[str, ...]] = ("categorical",)
 
@@ -39,6 +42,7 @@ class CategoricalTransformer(ColumnTransformer):
                 f"{max_categories}; set its kind to 'identifier' or 'ignore', or raise "
                 f"model.max_categories if it really is a category"
             )
+        self.n_seen = n_levels + int((~nn).any())
         vals = col.to_numpy(dtype=object, na_value=None)[nn]
         counts = unit_counts(vals, units[nn])
         k = prot.k if prot is not None else 1
