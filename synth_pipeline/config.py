@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from synth_pipeline.errors import ConfigError
+from synth_pipeline.privacy import check_protection
 
 SOLVERS = ("ddpm", "dpm++2m", "dpm++2m-sde")  # reverse updates (models/scheduler.py)
 OBJECTIVES = ("vae", "psld")  # autoencoder objective: KL-annealed VAE, or PSLD (models/psld.py)
@@ -234,22 +235,6 @@ def check_device(device: str) -> str:
 
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
-
-
-def check_protection(k: Any, clip_rank: Any, rare_token: Any) -> tuple[int, int]:
-    """The privacy protection's settings (transformers/protection.py); returns clip_rank as a tuple.
-    Here, not there, so that checking a config imports no numpy/pandas (DAG parse time)."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"model.protect_k must be an integer >= 1 (default 5), got {k!r}")
-    try:
-        lo, hi = (int(v) for v in clip_rank)
-    except (TypeError, ValueError):
-        raise ConfigError(f"model.clip_rank must be two ranks [lo, hi] (default [5, 7]), got {clip_rank!r}") from None
-    if not 1 <= lo <= hi:
-        raise ConfigError(f"model.clip_rank must be two ranks 1 <= lo <= hi (default [5, 7]), got {[lo, hi]}")
-    if not isinstance(rare_token, str) or not rare_token:
-        raise ConfigError("model.rare_token must be non-empty text (default '_RARE_')")
-    return lo, hi
 
 
 def _check_types(c: ModelConfig) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from synth_pipeline.errors import ConfigError
+
 # result / kwargs keys that hold data values; replaced by a count or a marker
 _VALUE_KEYS = {
     "partial_unexpected_list", "partial_unexpected_counts", "partial_unexpected_index_list", "unexpected_list",
@@ -43,3 +45,20 @@ def redact(obj: Any, _keep_bounds: bool = False) -> Any:
     if isinstance(obj, list):
         return [redact(v, _keep_bounds) for v in obj]
     return obj
+
+
+def check_protection(k: Any, clip_rank: Any, rare_token: Any) -> tuple[int, int]:
+    """The privacy protection's settings (transformers/protection.py); returns clip_rank as a tuple.
+    Here, not in ``transformers.protection``: checking a config must import no numpy/pandas (DAG parse
+    time), and ``config`` and ``transformers`` both read it without importing each other."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"model.protect_k must be an integer >= 1 (default 5), got {k!r}")
+    try:
+        lo, hi = (int(v) for v in clip_rank)
+    except (TypeError, ValueError):
+        raise ConfigError(f"model.clip_rank must be two ranks [lo, hi] (default [5, 7]), got {clip_rank!r}") from None
+    if not 1 <= lo <= hi:
+        raise ConfigError(f"model.clip_rank must be two ranks 1 <= lo <= hi (default [5, 7]), got {[lo, hi]}")
+    if not isinstance(rare_token, str) or not rare_token:
+        raise ConfigError("model.rare_token must be non-empty text (default '_RARE_')")
+    return lo, hi

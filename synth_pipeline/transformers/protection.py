@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.config import check_protection
+from synth_pipeline.privacy import check_protection
 
 RARE_TOKEN = "_RARE_"
 
