@@ -167,10 +167,6 @@ class TableEncoder:
         return [c for c in self.codecs if c.static]
 
     @property
-    def freq(self) -> str:
-        return self.layout.freq
-
-    @property
     def max_len(self) -> int:
         return self.layout.max_len if self.layout else 0
 
@@ -209,9 +205,10 @@ class TableEncoder:
             log.warning("only %d privacy units (entities / windows) for protect_k=%d: most levels and bins will "
                         "be protected", np.unique(units).size, prot.k)
         tdtype = str(df[s.time_index].dtype)
-        freq = infer_freq(to_ns(df[s.time_index]), idx[:, 0])
+        wall = to_ns(df[s.time_index])
+        freq = infer_freq(wall, idx[:, 0])
         clock = TimeLayout.clock_for(freq, tdtype)
-        times = to_ns(df[s.time_index], clock)
+        times = wall if clock == "wall" else to_ns(df[s.time_index], clock)
         last = times[idx[np.arange(len(idx)), np.minimum(lengths, idx.shape[1]) - 1]]
         holidays = (observed_holidays(times, times[idx[:, 0]], last, prot.k if prot else 1)
                     if freq == "B" else [])
