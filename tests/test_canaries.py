@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from _release_setup import DATA, PASS_GATE, TINY
+from _release_setup import DATA, PASS_GATE, TINY, write_config
 
 from synth_pipeline import release as rel
 from synth_pipeline.pipeline import run_release
@@ -94,21 +93,11 @@ def test_no_canary_leaves_the_training_boundary(mlflow_server, tmp_path, one_thr
 
     caplog.set_level(logging.DEBUG)
     src, real, train_ids, hold_ids = _planted(tmp_path)
-    cfg = {
-        "name": "canaries",
-        "sources": {"events": str(src)},
-        "schema": "canaries.schema.yaml",
-        "model": {"preset": "fast", "overrides": {**TINY, "vae_steps": 150, "diffusion_steps": 150,
-                                                    "static_steps": 150}},
-        "split": {"holdout_fraction": 0.25},
-        "generate": {"n_sequences": 400},
-        "seed": 0,
-        "gate": PASS_GATE,
-        "release": {"root": "releases"},
-        "mlflow": {"tracking_uri": mlflow_server},
-    }
-    cfg_path = tmp_path / "canaries.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cfg_path = write_config(
+        tmp_path, mlflow_server, PASS_GATE, name="canaries.yaml", dataset="canaries",
+        sources={"events": str(src)}, schema="canaries.schema.yaml", generate={"n_sequences": 400},
+        model={"preset": "fast", "overrides": {**TINY, "vae_steps": 150, "diffusion_steps": 150, "static_steps": 150}},
+    )
     said: list[str] = []
     res = run_release(cfg_path, "2024-06-01", progress=said.append)
     assert res.status == "published"
