@@ -223,13 +223,18 @@ def publish_release(
     release_root: str | Path,
     dataset: str,
     release_id: str,
-    data: pd.DataFrame,
+    data: pd.DataFrame | None,
     manifest: Mapping[str, Any],
     *,
     overwrite: bool = False,
     extra_files: Mapping[str, str | Path] | None = None,
+    parts: str | Path | None = None,
 ) -> PublishResult:
     """Atomically publish ``data`` (the synthetic table) as ``<root>/<dataset>/<release_id>/``.
+
+    With ``parts`` (a staging folder of ``part-NNNNN.parquet`` shards, see :mod:`synth_pipeline.shards`)
+    and ``data=None``, every part is copied under ``data/`` and listed in the manifest with its sha256
+    and row count, so the release reads as one dataset (``pd.read_parquet(<release>/data)``).
 
     ``manifest`` holds the caller's fields (model, fingerprints, counts, gate, ...), among them
     ``inputs_fingerprint`` used to recognise a rerun; ``files``, ``created_at``, ``release_id``,
@@ -243,11 +248,15 @@ def publish_release(
     tmp = _stage_dir(ds_dir, release_id)
     try:
         (tmp / "data").mkdir()
-        data_path = tmp / DATA_FILE
-        data.to_parquet(data_path, index=False)
-        _fsync_path(data_path)
+        if (data is None) == (parts is None):
+            raise ReleaseError("publish_release needs exactly one of data (a frame) or parts (a staging folder)")
+        if parts is None:
+            data.to_parquet(tmp / DATA_FILE, index=False)
+            _fsync_path(tmp / DATA_FILE)
+            names, n_rows, n_cols = [DATA_FILE], int(len(data)), int(data.shape[1])
+        else:
+            names, n_rows, n_cols, part_rows = _copy_parts(Path(parts), tmp / "data")
         _pause()
-        names = [DATA_FILE]
         for rel, src in sorted((extra_files or {}).items()):
             rel = _safe_relpath(rel)
             dst = tmp / rel
@@ -262,9 +271,13 @@ def publish_release(
             "status": "published",
             "created_at": _now(),
             "package_version": __version__,
-            "counts": {**dict(manifest.get("counts") or {}), "rows": int(len(data)), "columns": int(data.shape[1])},
+            "counts": {**dict(manifest.get("counts") or {}), "rows": n_rows, "columns": n_cols},
             "files": _file_entries(tmp, names),
         }
+        if parts is not None:
+            for f in full["files"]:
+                if f["path"] in part_rows:
+                    f["rows"] = part_rows[f["path"]]
         if final.exists():
             old = _read_manifest_or_none(final)
             if old is not None and (final / SUCCESS).exists() and _same_release(old, full):
@@ -289,6 +302,29 @@ def publish_release(
         shutil.rmtree(tmp, ignore_errors=True)
     _update_latest(ds_dir, release_id)
     return PublishResult(status, final, release_id, full)
+
+
+def _copy_parts(src: Path, dst: Path) -> tuple[list[str], int, int, dict[str, int]]:
+    """Copy the shard parts into the staged release; names, total rows, columns, rows per part."""
+    import pyarrow.parquet as pq
+
+    from synth_pipeline.shards import PART_RE
+
+    found = sorted(p for p in src.iterdir() if PART_RE.match(p.name)) if src.is_dir() else []
+    if not found:
+        raise ReleaseError(f"no part-NNNNN.parquet files in '{src}'; run the generate shards first")
+    names, rows, cols = [], {}, set()
+    for p in found:
+        shutil.copyfile(p, dst / p.name)
+        _fsync_path(dst / p.name)
+        meta = pq.ParquetFile(dst / p.name).metadata
+        rel = f"data/{p.name}"
+        names.append(rel)
+        rows[rel] = int(meta.num_rows)
+        cols.add(int(meta.num_columns))
+    if len(cols) != 1:
+        raise ReleaseError(f"shard parts in '{src}' have different column counts {sorted(cols)}; regenerate them")
+    return names, sum(rows.values()), cols.pop(), rows
 
 
 def quarantine_release(

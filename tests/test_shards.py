@@ -51,3 +51,28 @@ def test_shards_deterministic_unique_keys_and_manifest(tmp_path):
     (tmp_path / "a" / specs[1].part_name).unlink()
     with pytest.raises(ReleaseError, match="part-00001"):
         part_entries(tmp_path / "a", specs)
+
+
+def test_publish_parts_one_release_with_manifest(tmp_path):
+    from synth_pipeline.release import publish_release, read_release, release_path, verify_release
+
+    syn = FakeSynth()
+    specs = plan_shards(10, seed=3, shards=3)
+    entries = [write_shard(syn, s, tmp_path / "staging") for s in specs]
+    root = tmp_path / "releases"
+    res = publish_release(root, "demo", "20240517", None, {"inputs_fingerprint": "x"}, parts=tmp_path / "staging")
+    m = verify_release(res.path)
+    listed = {f["path"]: f for f in m["files"]}
+    for e in entries:
+        assert listed[f"data/{e['path']}"]["sha256"] == e["sha256"]
+        assert listed[f"data/{e['path']}"]["rows"] == e["rows"]
+    assert m["counts"]["rows"] == 30
+    df = read_release(res.path)
+    assert len(df) == 30 and df["sequence_id"].nunique() == 10
+    import pyarrow.dataset as ds
+
+    assert ds.dataset(res.path / "data", format="parquet").count_rows() == 30
+    # nothing partial: an empty staging folder publishes nothing
+    with pytest.raises(ReleaseError, match="no part-"):
+        publish_release(root, "demo", "20240518", None, {}, parts=tmp_path / "empty")
+    assert not release_path(root, "demo", "20240518").exists()
