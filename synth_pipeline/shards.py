@@ -136,6 +136,12 @@ def write_part(df, spec: ShardSpec, folder: str | Path) -> dict[str, Any]:  # no
             "sha256": sha256_file(final), "size": final.stat().st_size}
 
 
+def write_shards(syn: Synthesizer, n_sequences: int, seed: int, folder: str | Path, shards: int | None = None,
+                 per_shard: int = DEFAULT_SEQUENCES_PER_SHARD) -> list[dict[str, Any]]:
+    """All shards in one process (``run_release`` / CLI path): the same parts a mapped run writes."""
+    return [write_shard(syn, spec, folder) for spec in plan_shards(n_sequences, seed, shards, per_shard)]
+
+
 def part_entries(folder: str | Path, specs: list[ShardSpec]) -> list[dict[str, Any]]:
     """Manifest entries of every planned part, in shard order; raises if one is missing or extra."""
     import pyarrow.parquet as pq

@@ -10,7 +10,7 @@ import pytest
 
 from synth_pipeline.errors import ConfigError
 from synth_pipeline.release import ReleaseError
-from synth_pipeline.shards import ShardSpec, part_entries, plan_shards, shard_count, write_shard
+from synth_pipeline.shards import ShardSpec, part_entries, plan_shards, shard_count, write_shard, write_shards
 
 
 class FakeSynth:
@@ -76,3 +76,9 @@ def test_publish_parts_one_release_with_manifest(tmp_path):
     with pytest.raises(ReleaseError, match="no part-"):
         publish_release(root, "demo", "20240518", None, {}, parts=tmp_path / "empty")
     assert not release_path(root, "demo", "20240518").exists()
+
+
+def test_in_process_equals_mapped(tmp_path):
+    syn = FakeSynth()
+    mapped = [write_shard(syn, ShardSpec.from_dict(s.to_dict()), tmp_path / "m") for s in plan_shards(9, 5, 2)]
+    assert write_shards(syn, 9, 5, tmp_path / "p", shards=2) == mapped
