@@ -14,6 +14,7 @@ split:
 generate:
   n_sequences: null                  # synthetic sequences; null = as many as the train split has
   max_sequences: null                # upper bound on n_sequences, checked at load time; null = 1,000,000
+  shards: null                       # parallel generate shards (Parquet parts); null = one per 100,000 sequences
                                      # (or $SYNTH_PIPELINE_MAX_SEQUENCES)
 seed: 0                              # split, model, generation and evaluation seed
 gate: {min_sequences: 20}            # GateConfig thresholds inline, or a path to a gate YAML
@@ -67,7 +68,7 @@ _TOP_KEYS: dict[str, set[str] | None] = {
     "schema": None,
     "model": {"preset", "overrides"},
     "split": {"holdout_fraction"},
-    "generate": {"n_sequences", "max_sequences"},
+    "generate": {"n_sequences", "max_sequences", "shards"},
     "seed": None,
     "gate": None,  # checked by GateConfig.from_dict
     "release": {"root"},
@@ -97,6 +98,7 @@ class DatasetConfig:
     holdout_fraction: float = 0.2
     n_sequences: int | None = None
     max_sequences: int | None = None  # None: streaming.max_sequences() (env or default)
+    shards: int | None = None  # generate shards; None: shards.shard_count() derives it from n_sequences
     seed: int = 0
     gate: dict[str, Any] = field(default_factory=dict)
     release_root: Path | None = None
@@ -120,6 +122,12 @@ class DatasetConfig:
                                              or self.n_sequences < 1):
             raise ConfigError(f"{self._where}generate.n_sequences must be a positive integer or null, "
                               f"got {self.n_sequences!r}")
+        if self.shards is not None:
+            from synth_pipeline.shards import MAX_SHARDS
+
+            if not isinstance(self.shards, int) or isinstance(self.shards, bool) or not 1 <= self.shards <= MAX_SHARDS:
+                raise ConfigError(f"{self._where}generate.shards must be an integer in [1, {MAX_SHARDS}] or null, "
+                                  f"got {self.shards!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"{self._where}seed must be an integer, got {self.seed!r}")
         check_seed(self.seed, f"{self._where}seed")
@@ -224,7 +232,8 @@ class DatasetConfig:
             "model": {"preset": self.model_preset, "overrides": dict(self.model_overrides)},
             "split": {"holdout_fraction": self.holdout_fraction},
             "generate": {"n_sequences": self.n_sequences,
-                         **({"max_sequences": self.max_sequences} if self.max_sequences is not None else {})},
+                         **({"max_sequences": self.max_sequences} if self.max_sequences is not None else {}),
+                         **({"shards": self.shards} if self.shards is not None else {})},
             "seed": self.seed,
             "gate": copy.deepcopy(self.gate),
             "release": {"root": str(self.release_root) if self.release_root else None},
@@ -301,6 +310,7 @@ class DatasetConfig:
                 holdout_fraction=(data.get("split") or {}).get("holdout_fraction", 0.2),
                 n_sequences=(data.get("generate") or {}).get("n_sequences"),
                 max_sequences=(data.get("generate") or {}).get("max_sequences"),
+                shards=(data.get("generate") or {}).get("shards"),
                 seed=data.get("seed", 0) if data.get("seed") is not None else 0,
                 gate=gate,
                 release_root=_resolve(str(root), base) if root else None,

@@ -12,8 +12,8 @@ the CLI (all shards in one process), so a seed and a shard count give the same p
   release.
 - :func:`part_entries` lists the parts with sha256 and row counts for the release manifest.
 
-Status: library functions and tests only; the mapped DAG task, ``publish`` assembly of parts and the
-object-store publish are not wired yet (see the report on issue 18).
+``stages.plan_generation`` / ``stages.generate_shard`` / ``stages.generate`` call these; ``generate``
+writes any part not yet staged, so the in-process path and the mapped path share every function.
 """
 
 from __future__ import annotations
@@ -102,8 +102,9 @@ def sample_shard(syn: Synthesizer, spec: ShardSpec):  # noqa: ANN201 - pandas Da
     while done < spec.count:
         k = min(size, spec.count - done)
         df = syn.sample(k, seed=spec.seed if j == 0 else chunk_seed(spec.seed, j))
-        # row offset: an upper bound of the rows before this chunk (shards do not know each other's rows)
-        df = _renumber(df, syn, spec.start + done, (spec.start + done) * max_len, spec.n_total)
+        if spec.count < spec.n_total or k < spec.count:  # one shard in one chunk: exactly sample(n, seed)
+            # row offset: an upper bound of the rows before this chunk (shards do not know each other's rows)
+            df = _renumber(df, syn, spec.start + done, (spec.start + done) * max_len, spec.n_total)
         frames.append(df)
         done += k
         rows += len(df)

@@ -61,6 +61,7 @@ from synth_pipeline.privacy import redact
 
 STAGING = ".staging"
 STAGES = ("ingest", "validate", "train", "generate", "evaluate", "publish")
+SHARDS_DIR = "shards"  # generate parts: part-NNNNN.parquet, one per shard (see shards.py)
 DEPENDENCY_FILE = "dependency.json"  # aggregates over generated sequences only
 DEPENDENCY_SEQUENCES, DEPENDENCY_MAX_STEPS = 32, 128
 REPORT_FILES = {"report/report.html": "report.html", "report/metrics.json": "metrics.json",
@@ -474,10 +475,51 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
             "release_id": st.release_id}
 
 
+def _shard_plan(st: Stage, s: dict[str, Any]) -> list[Any]:
+    from synth_pipeline.shards import plan_shards
+
+    return plan_shards(int(s["n_synthetic"]), st.cfg.seed, st.cfg.shards)
+
+
+def plan_generation(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
+                    tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
+                    **_: Any) -> list[dict[str, Any]]:
+    """The generate shards (small dicts for XCom / ``.expand``): count from ``generate.shards`` or n."""
+    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
+    s = st.load("plan_generation")
+    if st.unchanged:
+        return []
+    plan = _shard_plan(st, s)
+    st.say(f"{s['n_synthetic']} synthetic sequences in {len(plan)} shard(s)")
+    return [p.to_dict() for p in plan]
+
+
+def generate_shard(config: Any, logical_date: Any, *, shard: Mapping[str, Any],
+                   release_root: str | Path | None = None, tracking_uri: str | None = None,
+                   attempt: str | None = None, progress: Progress = False, **_: Any) -> dict[str, Any]:
+    """Sample one shard into ``<staging>/shards/part-NNNNN.parquet`` (reads state, never writes it:
+    shards run concurrently)."""
+    from synth_pipeline.shards import ShardSpec, write_shard
+    from synth_pipeline.synthesizer import Synthesizer
+
+    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
+    s = st.load("generate_shard")
+    spec = ShardSpec.from_dict(dict(shard))
+    if spec not in _shard_plan(st, s):
+        raise ReleaseError(f"shard {dict(shard)!r} is not in the plan of {st.cfg.name} {st.release_id}; "
+                           "rerun plan_generation")
+    t0 = time.perf_counter()
+    entry = write_shard(Synthesizer.load(st.path("model")), spec, st.path(SHARDS_DIR))
+    st.say(f"shard {spec.index}: {spec.count} sequences, {entry['rows']} rows in {time.perf_counter() - t0:.1f}s")
+    return {**entry, "stage": "generate_shard", "dataset": st.cfg.name, "release_id": st.release_id}
+
+
 def generate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
              tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
              **_: Any) -> dict[str, Any]:
-    """Sample the synthetic table from the staged model (the registered version's weights)."""
+    """Sample the synthetic table from the staged model as seeded shards (any shard a mapped task has
+    not staged is sampled here), check the parts, run the dependency diagnostic."""
+    from synth_pipeline.shards import part_entries, write_shard
     from synth_pipeline.synthesizer import Synthesizer
 
     st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
@@ -485,12 +527,17 @@ def generate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     if st.unchanged:
         return _unchanged(st, "generate")
     t0 = time.perf_counter()
-    st.say(f"sampling {s['n_synthetic']} synthetic sequences")
+    plan, parts = _shard_plan(st, s), st.path(SHARDS_DIR)
+    todo = [p for p in plan if not (parts / p.part_name).exists()]
     syn = Synthesizer.load(st.path("model"))
-    synthetic = syn.sample(s["n_synthetic"], seed=st.cfg.seed)
+    if todo:
+        st.say(f"sampling {sum(p.count for p in todo)} synthetic sequences in {len(todo)} shard(s)")
+    for p in todo:
+        write_shard(syn, p, parts)
+    entries = part_entries(parts, plan)
+    rows = sum(e["rows"] for e in entries)
     dt = st.timed("generate", t0)
-    st.say(f"generated {s['n_synthetic']} synthetic sequences ({len(synthetic)} rows) in {dt:.1f}s")
-    st.write_frame("synthetic.parquet", synthetic)
+    st.say(f"generated {s['n_synthetic']} synthetic sequences ({rows} rows, {len(plan)} part(s)) in {dt:.1f}s")
     t1 = time.perf_counter()  # the decoder's dependency on its latent (PSLD's collapse diagnostic)
     st.say("dependency diagnostic (decoder's dependency on its latent, integrated gradients) on "
            f"{min(DEPENDENCY_SEQUENCES, int(s['n_synthetic']))} generated sequences")
@@ -499,10 +546,11 @@ def generate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     atomic_write_json(st.path(DEPENDENCY_FILE), dep.to_state())
     st.say(f"dependency diagnostic done in {st.timed('dependency', t1):.1f}s: latent dependency "
            f"{dep.summary()['latent_dependency']:.3f}")
-    s["counts"].update(synthetic_sequences=int(s["n_synthetic"]), synthetic_rows=int(len(synthetic)))
+    s["counts"].update(synthetic_sequences=int(s["n_synthetic"]), synthetic_rows=int(rows))
+    s["parts"] = entries
     st.save()
-    return {"stage": "generate", "status": "generated", "sequences": int(s["n_synthetic"]),
-            "rows": int(len(synthetic)), "seconds": round(dt, 2), "dataset": st.cfg.name, "release_id": st.release_id}
+    return {"stage": "generate", "status": "generated", "sequences": int(s["n_synthetic"]), "rows": int(rows),
+            "parts": len(entries), "seconds": round(dt, 2), "dataset": st.cfg.name, "release_id": st.release_id}
 
 
 def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
@@ -525,7 +573,7 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     t0 = time.perf_counter()
     st.say(f"auditing {s['n_synthetic']} synthetic sequences against train and holdout (privacy, fidelity, gate)")
     train_df, holdout_df = st.read_frame("train.parquet"), st.read_frame("holdout.parquet")
-    synthetic = st.read_frame("synthetic.parquet")
+    synthetic = st.read_frame(SHARDS_DIR)
     ev = run_audit(train_df, holdout_df, synthetic, cfg.schema, cfg.gate_config(), seed=cfg.seed,
                    rare_tokens=(cfg.model_config().rare_token,), protection=cfg.model_config().protection(),
                    progress=st.say if progress else False)
@@ -609,12 +657,11 @@ def publish(config: Any, logical_date: Any, *, release_root: str | Path | None =
     cfg = st.cfg
     t0 = time.perf_counter()
     st.say(f"publishing release {st.release_id} of {cfg.name} under {st.root}")
-    synthetic = st.read_frame("synthetic.parquet")
     report_files = {dst: st.path("report") / src for dst, src in REPORT_FILES.items()}
     ow = s.get("overwrite", False) if overwrite is None else overwrite
     with st.run("publish") as client:
-        pub = rel.publish_release(st.root, cfg.name, st.release_id, synthetic, s["manifest"], overwrite=ow,
-                                  extra_files=report_files)
+        pub = rel.publish_release(st.root, cfg.name, st.release_id, None, s["manifest"], overwrite=ow,
+                                  extra_files=report_files, parts=st.path(SHARDS_DIR))
         st.timed("publish", t0)
         with trk.mlflow_errors("recording the gate verdict in the registry"):
             trk.promote(client, s["model_name"], s["model_version"], True)
