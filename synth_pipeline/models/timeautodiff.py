@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synth_pipeline.config import ModelConfig, check_device
+from synth_pipeline.config import ModelConfig, check_device, default_threads
 from synth_pipeline.encoding import EncodedData
 from synth_pipeline.errors import ConfigError, ModelFileError
 from synth_pipeline.models.denoiser import LatentDenoiser
@@ -117,11 +117,25 @@ def default_latent_dim(n_num: int, n_missing: int, cat_cards: list[int]) -> int:
     return min(64, max(1, base + sum(math.ceil(math.log2(k)) for k in cat_cards if k > 8)))
 
 
+def use_threads(config: ModelConfig) -> int:
+    """Set torch's intra-op threads from ``model.threads`` (None: ``config.default_threads()``)."""
+    n = int(config.threads) if config.threads is not None else default_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 class TimeAutoDiff:
     def __init__(self, config: ModelConfig, dims: dict[str, Any]):
+        # weight initialisation is part of a seeded run, but must not reseed the caller's global RNG
+        # (load() builds the model too): seed a forked RNG state that is restored on exit
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self._build(config, dims)
+
+    def _build(self, config: ModelConfig, dims: dict[str, Any]) -> None:
         self.config, self.dims = config, dims
         self.device = resolve_device(config.device)
-        torch.manual_seed(config.seed)  # weight initialisation is part of a seeded run
         self.latent_dim = config.latent_dim or default_latent_dim(
             dims["n_num"], sum(dims["num_missing"]), dims.get("cat_levels_seen", dims["cat_cards"]))
         if config.long == "stage" and dims["max_len"] < config.stage_length:
@@ -185,6 +199,7 @@ class TimeAutoDiff:
     # ------------------------------------------------------------------------------------------
     def fit(self, data: EncodedData, log: Callable[[str], None] | None = None) -> TimeAutoDiff:
         cfg = self.config
+        use_threads(cfg)
         torch.manual_seed(cfg.seed)
         gen = np.random.default_rng(cfg.seed)
         t0 = time.perf_counter()
@@ -392,6 +407,7 @@ class TimeAutoDiff:
     @torch.inference_mode()
     def sample(self, n: int, conditions: Conditions, seed: int = 0, batch_size: int = 4096) -> dict[str, np.ndarray]:
         """Generate ``n`` sequences. Returns encoded arrays: num, num_miss, cat, static."""
+        use_threads(self.config)
         for m in (self.vae, self.ema, self.static_model):
             m.eval()
         g = torch.Generator().manual_seed(seed)
