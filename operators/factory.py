@@ -28,7 +28,9 @@ from synth_pipeline.operators.stages import (
     DEFAULT_LOGICAL_DATE,
     SyntheticEvaluateOperator,
     SyntheticGenerateOperator,
+    SyntheticGenerateShardOperator,
     SyntheticIngestOperator,
+    SyntheticPlanGenerationOperator,
     SyntheticPublishOperator,
     SyntheticTrainOperator,
     SyntheticValidateOperator,
@@ -101,7 +103,7 @@ def release_asset(dataset: str) -> Asset:
 
 def _chain(s: DagSettings, *, logical_date: str, release_root: str | None, tracking_uri: str | None,
            queue: str | None, pool: str | None, executor_config: dict | None, overwrite: bool) -> tuple[Any, Any]:
-    """Create the six tasks in the current DAG / TaskGroup context; return (first, last)."""
+    """Create the tasks (generate fanned out over mapped shards) in the current DAG / TaskGroup context; return (first, last)."""
     common = dict(config=str(s.path), logical_date=logical_date, release_root=release_root,
                   tracking_uri=tracking_uri)
     routing: dict[str, Any] = {"queue": queue or s.queue, "pool": pool or s.pool, "executor_config": executor_config}
@@ -109,10 +111,13 @@ def _chain(s: DagSettings, *, logical_date: str, release_root: str | None, track
     ingest = SyntheticIngestOperator(task_id="ingest", overwrite=overwrite, **common)
     validate = SyntheticValidateOperator(task_id="validate", **common)
     train = SyntheticTrainOperator(task_id="train", **common, **routing)
+    plan = SyntheticPlanGenerationOperator(task_id="plan_generation", **common)
+    shards = SyntheticGenerateShardOperator.partial(task_id="generate_shard", **common, **routing).expand(
+        shard=plan.output)  # one mapped task instance per shard (Airflow's executors fan out)
     generate = SyntheticGenerateOperator(task_id="generate", **common, **routing)
     evaluate = SyntheticEvaluateOperator(task_id="evaluate", **common)
     publish = SyntheticPublishOperator(task_id="publish", outlets=[release_asset(s.name)], **common)
-    ingest >> validate >> train >> generate >> evaluate >> publish
+    ingest >> validate >> train >> plan >> shards >> generate >> evaluate >> publish
     return ingest, publish
 
 

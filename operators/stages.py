@@ -117,8 +117,32 @@ class SyntheticTrainOperator(SyntheticStageOperator):
     stage = "train"
 
 
+class SyntheticPlanGenerationOperator(SyntheticStageOperator):
+    """Returns the generate shards (small dicts) to XCom for ``SyntheticGenerateShardOperator.expand``."""
+
+    stage = "plan_generation"
+
+
+class SyntheticGenerateShardOperator(SyntheticStageOperator):
+    """Samples one shard into a seeded Parquet part in staging; map it with ``.expand(shard=plan.output)``."""
+
+    stage = "generate_shard"
+
+    def __init__(self, *, shard: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shard = shard
+
+    def call_library(self, context: Any) -> Any:
+        from synth_pipeline import stages
+
+        return stages.generate_shard(self.config, self.logical_date, shard=self.shard,
+                                     release_root=self.release_root or None, tracking_uri=self.tracking_uri or None,
+                                     attempt=_attempt(context), progress=self.log.info)
+
+
 class SyntheticGenerateOperator(SyntheticStageOperator):
-    """Samples the synthetic table from the staged model (same routing options as train)."""
+    """Checks the staged parts (sampling any shard not yet staged) and runs the dependency diagnostic
+    (same routing options as train)."""
 
     stage = "generate"
 

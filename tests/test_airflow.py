@@ -97,8 +97,12 @@ def test_dagbag_has_no_import_errors_and_parses_each_file_under_a_second(airflow
         assert stat.duration.total_seconds() < 1.0, stat
     dag = bag.dags["synthetic_release_nasdaq100"]
     assert dag.catchup is False and dag.max_active_runs == 1
-    assert [t.task_id for t in dag.topological_sort()] == ["ingest", "validate", "train", "generate", "evaluate",
-                                                           "publish"]
+    assert [t.task_id for t in dag.topological_sort()] == ["ingest", "validate", "train", "plan_generation",
+                                                           "generate_shard", "generate", "evaluate", "publish"]
+    # generate fans out: one mapped task instance per shard, expanded over plan_generation's XCom
+    mapped = dag.get_task("generate_shard")
+    assert type(mapped).__name__ == "MappedOperator" and set(mapped.expand_input.value) == {"shard"}
+    assert mapped.upstream_task_ids == {"plan_generation"} and mapped.downstream_task_ids == {"generate"}
     # retries with backoff on the I/O stages only
     assert dag.get_task("ingest").retries >= 1 and dag.get_task("ingest").retry_exponential_backoff
     assert dag.get_task("publish").retries >= 1
@@ -127,7 +131,7 @@ def test_train_and_generate_route_to_the_configured_queue_pool_and_executor_conf
     default_queue = dag.get_task("cfg_default.ingest").queue
     assert default_queue != "gpu"
     for group, queue, pool, ec in (("cfg_default", "gpu", "gpus", {}), ("explicit", "gpu-large", "big", pod)):
-        for t in ("train", "generate"):
+        for t in ("train", "generate_shard", "generate"):
             task = dag.get_task(f"{group}.{t}")
             assert (task.queue, task.pool, task.executor_config) == (queue, pool, ec), (group, t)
         for t in ("ingest", "validate", "evaluate", "publish"):
