@@ -12,6 +12,7 @@ import sys
 import textwrap
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import pendulum
 import pytest
@@ -229,18 +230,19 @@ def _bag(folder: Path):
     return bag
 
 
-def _dag(workspace: Path, server: str, gate: dict, name: str):
+def _dag(workspace: Path, server: str, gate: dict, name: str, **extra: Any):
     """The shipped nightly factory file in a DAG folder of its own with one release config."""
     folder = workspace / name / "dags"
     (folder / "configs").mkdir(parents=True)
     shutil.copy(DAGS / "synthetic_releases.py", folder)
-    write_config(folder / "configs", server, gate, name=f"{name}.yaml", dataset=name)
+    write_config(folder / "configs", server, gate, name=f"{name}.yaml", dataset=name, **extra)
     return _bag(folder).dags[f"synthetic_release_{name}"], folder / "configs" / "releases" / name
 
 
 @pytest.fixture(scope="module")
 def passed_run(airflow_db, mlflow_server, af_workspace, one_thread):
-    dag, root = _dag(af_workspace, mlflow_server, PASS_GATE, "af_pass")
+    dag, root = _dag(af_workspace, mlflow_server, PASS_GATE, "af_pass",
+                     generate={"n_sequences": 60, "shards": 3})  # three mapped generate_shard instances
     dr = dag.test(logical_date=DATE)
     return dag, dr, root
 
@@ -254,6 +256,11 @@ def test_dag_test_runs_a_full_release_and_logs_it_in_mlflow(passed_run, mlflow_s
     release = root / "2024-05-17"
     assert (release / rel.SUCCESS).exists() and rel.verify_release(release)
     assert rel.read_latest_id(root) == "2024-05-17"
+    shard_tis = [ti for ti in dr.get_task_instances() if ti.task_id == "generate_shard"]
+    assert sorted(ti.map_index for ti in shard_tis) == [0, 1, 2]
+    parts = [f for f in rel.verify_release(release)["files"] if f["path"].startswith("data/")]
+    assert [f["path"] for f in parts] == [f"data/part-{i:05d}.parquet" for i in range(3)]
+    assert sum(f["rows"] for f in parts) == len(rel.read_release(release)) > 0
     assert not (root.parent / ".staging" / "af_pass" / "2024-05-17").exists()  # real data removed
     out = _xcom(dr, "publish")
     assert out["status"] == "published" and out["passed"] is True and out["release_path"] == str(release)
