@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from synth_pipeline.models.batch import to_batch
 from synth_pipeline.models.denoiser import step_embedding
 from synth_pipeline.models.scheduler import DDPMScheduler
 from synth_pipeline.models.vae import StaticEmbedding, position_features
@@ -64,15 +65,13 @@ def condition_latent(model: TimeAutoDiff, latent: torch.Tensor, g: torch.Generat
 def fit_refiner(model: TimeAutoDiff, data: EncodedData, latents: torch.Tensor, tr_idx: np.ndarray,
                 val_idx: np.ndarray, gen: np.random.Generator) -> None:
     """Train ``model.refiner`` (EMA copy in ``model.refiner_ema``) on the decoder-space latents."""
-    from synth_pipeline.models.timeautodiff import _to_batch
-
     cfg, dev, sch = model.config, model.device, model.refine_scheduler
     latents = latents.to(dev)
     tgen = torch.Generator().manual_seed(cfg.seed + 2)
     model.vae.eval()
 
     def loss_of(idx: np.ndarray, g: torch.Generator, net: nn.Module) -> torch.Tensor:
-        b = _to_batch(data, idx, dev)
+        b = to_batch(data, idx, dev)
         c = condition_latent(model, latents[torch.as_tensor(idx, device=dev)], g) * b.present[..., None]
         with torch.no_grad():
             dec = model.vae.decode(c, b.calendar, b.static)["num"]

@@ -13,7 +13,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from torch import nn
 from synth_pipeline.config import ModelConfig, check_device, default_threads
 from synth_pipeline.encoding import EncodedData
 from synth_pipeline.errors import ConfigError, ModelFileError
+from synth_pipeline.models.batch import Batch, Conditions, to_batch
 from synth_pipeline.models.denoiser import LatentDenoiser
 from synth_pipeline.models.psld import PSLD, information_free_loss
 from synth_pipeline.models.refine import L2DRefiner, fit_refiner
@@ -31,7 +31,7 @@ from synth_pipeline.models.refine import refine as l2d_refine
 from synth_pipeline.models.scheduler import make_scheduler
 from synth_pipeline.models.stage import StageDenoiser
 from synth_pipeline.models.static import StaticAR
-from synth_pipeline.models.vae import Batch, MixedVAE
+from synth_pipeline.models.vae import MixedVAE
 
 FORMAT_VERSION = 1
 
@@ -41,48 +41,6 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     check_device(device)
     return torch.device(device)
-
-
-@dataclass
-class Conditions:
-    """What is fixed at sampling time. Cells whose mask is False are generated."""
-
-    calendar: torch.Tensor  # [n, T, C]
-    present: torch.Tensor  # [n, T]
-    static: torch.Tensor | None = None  # [n, S] tokens
-    static_known: torch.Tensor | None = None  # [n, S] bool
-    num: torch.Tensor | None = None  # [n, T, Fn] encoded values
-    num_known: torch.Tensor | None = None  # [n, T, Fn] bool
-    cat: torch.Tensor | None = None  # [n, T, Fk] indices
-    cat_known: torch.Tensor | None = None  # [n, T, Fk] bool
-
-    def slice(self, s: slice) -> Conditions:
-        return Conditions(**{k: (v[s] if v is not None else None) for k, v in self.__dict__.items()})
-
-
-def _to_batch(
-    d: EncodedData, idx: np.ndarray | torch.Tensor, device: torch.device, crop: int | None = None,
-    gen: np.random.Generator | None = None,
-) -> Batch:
-    """Gather sequences ``idx``; with ``crop``, a random window of that many steps from each."""
-    idx = np.asarray(idx)
-    T = d.num.shape[1]
-    if crop is not None and crop < T:
-        hi = np.maximum(d.lengths[idx] - crop, 0) + 1
-        start = (gen.random(len(idx)) * hi).astype(np.int64)
-        steps = start[:, None] + np.arange(crop)[None, :]
-
-        def take(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(a[idx[:, None], steps])
-    else:
-
-        def take(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(a[idx])
-
-    return Batch(
-        num=take(d.num), num_miss=take(d.num_miss), cat=take(d.cat), present=take(d.present),
-        calendar=take(d.calendar), static=torch.from_numpy(d.static[idx]),
-    ).to(device)
 
 
 class Progress:
@@ -283,7 +241,7 @@ class TimeAutoDiff:
 
     def _fit_vae(self, data: EncodedData, tr_idx, val_idx, gen) -> None:
         cfg = self.config
-        vb = _to_batch(data, val_idx, self.device) if len(val_idx) else None
+        vb = to_batch(data, val_idx, self.device) if len(val_idx) else None
         ratio = cfg.kl_end / cfg.kl_start
 
         def beta(step: int) -> float:
@@ -297,7 +255,7 @@ class TimeAutoDiff:
                 tr.num, tr.num_miss, tr.cat, tr.present, self.vae.miss_idx, self.dims["cat_cards"]))
 
         def train_step(step: int):
-            b = _to_batch(data, self._batch_idx(tr_idx, gen, crop), self.device, crop, gen)
+            b = to_batch(data, self._batch_idx(tr_idx, gen, crop), self.device, crop, gen)
             if self.psld is not None:
                 return self.psld.loss(self.vae, b, pgen)
             return self.vae.loss(b, beta(step), cfg.latent_noise)
@@ -321,7 +279,7 @@ class TimeAutoDiff:
             self.psld.eval()
         out = []
         for s in range(0, len(data), 1024):
-            b = _to_batch(data, np.arange(s, min(s + 1024, len(data))), self.device)
+            b = to_batch(data, np.arange(s, min(s + 1024, len(data))), self.device)
             out.append(self._encode_mean(b).cpu())
         return torch.cat(out)
 
@@ -356,7 +314,7 @@ class TimeAutoDiff:
         z = z.to(self.device)
 
         def diffusion_loss(idx: np.ndarray, g: torch.Generator, model: nn.Module) -> torch.Tensor:
-            b = _to_batch(data, idx, self.device)
+            b = to_batch(data, idx, self.device)
             z0 = z[torch.as_tensor(idx, device=self.device)]
             t = torch.randint(0, sch.num_train_timesteps, (len(idx),), generator=g).to(self.device)
             noise = torch.randn(z0.shape, generator=g).to(self.device)

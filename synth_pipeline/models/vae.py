@@ -9,26 +9,12 @@ conditioned on calendar features, position and the entity's static attributes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class Batch:
-    """Tensors of one minibatch (see encoding.EncodedData for shapes)."""
-
-    num: torch.Tensor
-    num_miss: torch.Tensor
-    cat: torch.Tensor
-    present: torch.Tensor
-    calendar: torch.Tensor
-    static: torch.Tensor
-
-    def to(self, device: torch.device) -> Batch:
-        return Batch(**{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
+from synth_pipeline.models.batch import Batch
 
 
 def position_features(T: int, device: torch.device, n: int = 4) -> torch.Tensor:
