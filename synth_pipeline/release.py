@@ -219,6 +219,23 @@ def _swap_in(tmp: Path, final: Path, replace: bool) -> None:
 # ------------------------------------------------------------------------------------------------
 # publish
 # ------------------------------------------------------------------------------------------------
+def build_manifest(release_id: str, state: Mapping[str, Any], schema_fingerprint: str,
+                   gate: Mapping[str, Any]) -> dict[str, Any]:
+    """The caller's part of a release manifest (lineage, model, counts, gate) from the staged state:
+    one home for its fields; ``publish_release`` adds files, times and versions."""
+    counts = state["counts"]
+    return {
+        "logical_date": release_id, "inputs_fingerprint": state["inputs_fingerprint"],
+        "schema_fingerprint": schema_fingerprint, "data_fingerprint": state["data_fingerprint"],
+        "model": {"name": state["model_name"], "version": state["model_version"], "uri": state["model_uri"],
+                  "run_id": state["run_id"], "experiment_id": state["experiment_id"],
+                  "report_uri": state["report_uri"]},
+        "counts": {"sequences": int(state["n_synthetic"]), "train_sequences": counts["train_sequences"],
+                   "holdout_sequences": counts["holdout_sequences"]},
+        "gate": dict(gate),
+    }
+
+
 def publish_release(
     release_root: str | Path,
     dataset: str,

@@ -604,15 +604,7 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
             s["report_uri"] = mlflow.get_artifact_uri("report/report.html")
         s["gate"] = {"passed": passed, "reason": ev.gate.reason, "failed": [c.name for c in ev.gate.failed],
                      "explanations": [c.explanation for c in ev.gate.failed]}
-        s["manifest"] = {
-            "logical_date": st.release_id, "inputs_fingerprint": s["inputs_fingerprint"],
-            "schema_fingerprint": cfg.schema.fingerprint(), "data_fingerprint": s["data_fingerprint"],
-            "model": {"name": s["model_name"], "version": s["model_version"], "uri": s["model_uri"],
-                      "run_id": s["run_id"], "experiment_id": s["experiment_id"], "report_uri": s["report_uri"]},
-            "counts": {"sequences": int(s["n_synthetic"]), "train_sequences": s["counts"]["train_sequences"],
-                       "holdout_sequences": s["counts"]["holdout_sequences"]},
-            "gate": ev.gate_dict(),
-        }
+        s["manifest"] = rel.build_manifest(st.release_id, s, cfg.schema.fingerprint(), ev.gate_dict())
         st.say(f"gate {'PASSED' if passed else 'FAILED'}: {ev.gate.reason}")
         if not passed:
             t0 = time.perf_counter()
