@@ -19,7 +19,7 @@ PHASES = {
     "MLflow run": (r"^MLflow: opening the run", rf"^MLflow run [0-9a-f]+ opened {SECONDS}$"),
     "training": (r"^training \(fast preset\) on \d+ sequences", rf"^trained {SECONDS}$"),
     "registration": (r"^registering: ", rf"^registered models:/\S+ {SECONDS}"),
-    "sampling": (r"^sampling \d+ synthetic sequences", rf"^generated \d+ synthetic sequences \(\d+ rows\) {SECONDS}$"),
+    "sampling": (r"^sampling \d+ synthetic sequences", rf"^generated \d+ synthetic sequences \(\d+ rows, \d+ part\(s\)\) {SECONDS}$"),
     "dependency diagnostic": (r"^dependency diagnostic \(", rf"^dependency diagnostic done {SECONDS}"),
     "audit": (r"^auditing \d+ synthetic sequences", rf"^audit done {SECONDS}$"),
     "publish": (r"^publishing release ", rf"^published: \S+ {SECONDS}$"),
