@@ -9,7 +9,7 @@ one entity-level 80/20 split, seed 0; the fast preset's budget for every run):
 - ``pollution24``: 24-step windows of pollution_data.csv: base (the VAE objective) vs
   ``objective=psld`` vs ``refine=l2d``;
 - ``etth1-256`` / ``etth1-512``: 256- and 512-step windows of etth1.csv: base (one denoiser over
-  all steps) vs ``long=stage`` (Stage-Diff, 64-step stages); ``pollution-256``: the same on
+  all steps) vs ``long=stagediff`` (Stage-Diff, 64-step stages); ``pollution-256``: the same on
   256-step windows of pollution_data.csv (171 windows: etth1's 34 windows of 512 steps leave only 7
   to audit).
 
@@ -42,14 +42,14 @@ RESULTS = ROOT / "benchmarks" / "results" / "options.json"
 HOLDOUT, SEED, SPLIT_SEED, STAGE = 0.2, 0, 0, 64
 
 OFF = {"refine": "none"}  # the fast preset refines (refine=auto) since 2026-11-30; "base" is without
-STAGE_ON = {**OFF, "long": "stage", "stage_length": STAGE}
+STAGEDIFF_ON = {**OFF, "long": "stagediff", "stage_length": STAGE}
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "pollution24": dict(file="pollution_data.csv", window=24, runs={
         "base": OFF, "psld": {**OFF, "objective": "psld"}, "l2d": {"refine": "l2d"}}),
-    "etth1-256": dict(file="etth1.csv", window=256, runs={"base": OFF, "stage": STAGE_ON}),
-    "etth1-512": dict(file="etth1.csv", window=512, runs={"base": OFF, "stage": STAGE_ON}),
+    "etth1-256": dict(file="etth1.csv", window=256, runs={"base": OFF, "stagediff": STAGEDIFF_ON}),
+    "etth1-512": dict(file="etth1.csv", window=512, runs={"base": OFF, "stagediff": STAGEDIFF_ON}),
     # etth1 has only 34 windows of 512 steps (7 held out): too few to audit; pollution has 171 of 256
-    "pollution-256": dict(file="pollution_data.csv", window=256, runs={"base": OFF, "stage": STAGE_ON}),
+    "pollution-256": dict(file="pollution_data.csv", window=256, runs={"base": OFF, "stagediff": STAGEDIFF_ON}),
 }
 SMOKE = {"vae_steps": 40, "diffusion_steps": 40, "static_steps": 10}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,10 @@ from synth_pipeline.privacy import check_protection
 SOLVERS = ("ddpm", "dpm++2m", "dpm++2m-sde")  # reverse updates (models/scheduler.py)
 OBJECTIVES = ("vae", "psld")  # autoencoder objective: KL-annealed VAE, or PSLD (models/psld.py)
 REFINES = ("none", "l2d", "auto")  # data-space refinement (models/refine.py); auto: l2d when there are numerics
-LONGS = ("none", "stage")  # long-sequence prior: one denoiser over all steps, or Stage-Diff (models/stage.py)
+LONGS = ("none", "stagediff")  # long-sequence prior: one denoiser over all steps, or Stage-Diff (models/stagediff.py)
+# deprecated spellings of model.long, still accepted (configs and saved models written before the
+# rename): mapped to the current value, with a DeprecationWarning
+LONG_ALIASES = {"stage": "stagediff"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU, a few minutes on the sample data
@@ -99,7 +103,8 @@ class ModelConfig:
     psld_eta: float = 1.0  # collapse weight 1 - alpha_bar[ceil(k / eta)]
     refine: str = "none"  # none | l2d: data-space diffusion on numeric columns, conditioned on the latent | auto
     refine_steps: int | None = None  # refiner training steps (None: diffusion_steps)
-    long: str = "none"  # none | stage: Stage-Diff prior (stage-wise, trend/residual decomposition)
+    # none | stagediff: Stage-Diff prior (stage-wise, trend/residual decomposition); "stage" is a deprecated alias
+    long: str = "none"
     stage_length: int = 64  # steps per stage; sequences must have at least this many
     stage_patch: int = 8  # patch length inside a stage (divides stage_length)
     stage_scales: int = 3  # progressive trend/residual decomposition layers per stage
@@ -127,6 +132,7 @@ class ModelConfig:
             raise ConfigError(f"unknown model.solver '{self.solver}'; valid: {', '.join(SOLVERS)}")
         if self.beta_schedule not in ("linear", "cosine"):
             raise ConfigError(f"unknown model.beta_schedule '{self.beta_schedule}'; valid: linear, cosine")
+        self.long = _canonical_long(self.long)
         _check_options(self)
         self.clip_rank = check_protection(self.protect_k, self.clip_rank, self.rare_token)  # type: ignore[assignment]
         self.clip_quantiles = tuple(self.clip_quantiles)  # type: ignore[assignment]
@@ -181,6 +187,16 @@ def default_threads() -> int:
     except (AttributeError, OSError):  # not Linux
         n = os.cpu_count() or 1
     return max(1, min(n // 2, 4))
+
+
+def _canonical_long(value: Any) -> Any:
+    """``model.long`` with a deprecated alias (``LONG_ALIASES``) replaced by its current name."""
+    if isinstance(value, str) and value in LONG_ALIASES:
+        new = LONG_ALIASES[value]
+        warnings.warn(f"model.long={value} is deprecated; use model.long={new} (same model)", DeprecationWarning,
+                      stacklevel=4)
+        return new
+    return value
 
 
 def _check_options(c: ModelConfig) -> None:

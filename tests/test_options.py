@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,7 +22,7 @@ from synth_pipeline.ingest import coerce, read_source
 from synth_pipeline.models import refine as l2d
 from synth_pipeline.models.psld import PSLD
 from synth_pipeline.models.scheduler import make_scheduler
-from synth_pipeline.models.stage import StageDenoiser, trend_kernels
+from synth_pipeline.models.stagediff import StageDiffDenoiser, trend_kernels
 from synth_pipeline.models.timeautodiff import TimeAutoDiff
 from synth_pipeline.models.vae import Batch, MixedVAE
 from synth_pipeline.schema import infer_schema
@@ -59,7 +60,7 @@ def test_refine_auto_is_l2d_with_numerics_and_off_without() -> None:
 
 
 @pytest.mark.parametrize(("key", "valid"), [("objective", "vae, psld"), ("refine", "none, l2d, auto"),
-                                            ("long", "none, stage")])
+                                            ("long", "none, stagediff")])
 def test_unknown_option_values_list_the_valid_ones(key: str, valid: str) -> None:
     with pytest.raises(ConfigError, match=f"{key} must be one of: {valid}"):
         ModelConfig.from_preset("fast", {key: "bogus"})
@@ -76,6 +77,17 @@ def test_unknown_option_values_list_the_valid_ones(key: str, valid: str) -> None
 def test_impossible_settings_are_config_errors(over: dict, msg: str) -> None:
     with pytest.raises(ConfigError, match=msg):
         ModelConfig.from_preset("fast", over)
+
+
+def test_long_stage_is_a_deprecated_alias_of_stagediff() -> None:
+    """``model.long=stage`` (before the rename: "stage" now means release stages only) is still
+    accepted, with a DeprecationWarning, and is the same configuration as ``stagediff``."""
+    with pytest.warns(DeprecationWarning, match="use model.long=stagediff"):
+        old = ModelConfig.from_preset("fast", {"long": "stage"})
+    new = ModelConfig.from_preset("fast", {"long": "stagediff"})
+    assert old.long == "stagediff" and old.to_dict() == new.to_dict()
+    with pytest.warns(DeprecationWarning):
+        assert ModelConfig.from_dict({**new.to_dict(), "long": "stage"}).to_dict() == new.to_dict()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,12 +283,12 @@ def test_l2d_needs_a_numeric_column() -> None:
 # ------------------------------------------------------------------------------------------------
 # Stage-Diff
 # ------------------------------------------------------------------------------------------------
-def test_stage_network_is_causal_across_stages_and_fuses_history() -> None:
+def test_stagediff_network_is_causal_across_stages_and_fuses_history() -> None:
     """Stage m reads stage m-1's trends (its history) and nothing later; lengths that are not a
     multiple of the stage are padded and cut back."""
     torch.manual_seed(0)
     C, Ls, T, B = 3, 16, 40, 2  # 2.5 stages
-    net = StageDenoiser(C, 2, [3], [4], 8, hidden=16, stage_length=Ls, patch=4, scales=3).eval()
+    net = StageDiffDenoiser(C, 2, [3], [4], 8, hidden=16, stage_length=Ls, patch=4, scales=3).eval()
     args = (torch.randint(0, 10, (B,)), torch.randn(B, T, 8), torch.ones(B, T), torch.randint(0, 4, (B, 1)),
             torch.zeros(B, T, 2), torch.zeros(B, T, 2), torch.full((B, T, 1), 3))
     z = torch.randn(B, T, C)
@@ -293,12 +305,12 @@ def test_stage_network_is_causal_across_stages_and_fuses_history() -> None:
     assert trend_kernels(64, 3) == [17, 9, 1]
 
 
-def test_stage_alignment_starts_each_stage_where_the_previous_ended() -> None:
+def test_stagediff_alignment_starts_each_stage_where_the_previous_ended() -> None:
     """With a full alignment weight at a stage's first step, stage m begins exactly at stage m-1's
     last value (no seam); the weights start at zero (the stages' own estimates)."""
     torch.manual_seed(0)
     C, Ls, T, B = 2, 16, 48, 2
-    net = StageDenoiser(C, 2, [3], [4], 8, hidden=16, stage_length=Ls, patch=4, scales=2).eval()
+    net = StageDiffDenoiser(C, 2, [3], [4], 8, hidden=16, stage_length=Ls, patch=4, scales=2).eval()
     args = (torch.randint(0, 10, (B,)), torch.randn(B, T, 8), torch.ones(B, T), torch.randint(0, 4, (B, 1)),
             torch.zeros(B, T, 2), torch.zeros(B, T, 2), torch.full((B, T, 1), 3))
     z = torch.randn(B, T, C)
@@ -319,12 +331,12 @@ def etth1(shared_data):
 
 
 @pytest.mark.parametrize("window", [256, 512])
-def test_stage_generates_long_windows_as_one_sequence(etth1, window: int, tmp_path) -> None:
+def test_stagediff_generates_long_windows_as_one_sequence(etth1, window: int, tmp_path) -> None:
     schema = infer_schema(etth1, time_index="date", sequence_length=window, name="etth1")
     df = coerce(etth1, schema)
-    cfg = tiny(seed=7, long="stage", vae_steps=60, diffusion_steps=40, static_steps=10, stage_length=64)
+    cfg = tiny(seed=7, long="stagediff", vae_steps=60, diffusion_steps=40, static_steps=10, stage_length=64)
     syn = Synthesizer(schema, cfg).fit(df)
-    assert isinstance(syn.model.denoiser, StageDenoiser) and syn.model.scheduler.prediction_type == "sample"
+    assert isinstance(syn.model.denoiser, StageDiffDenoiser) and syn.model.scheduler.prediction_type == "sample"
     out = syn.sample(3, seed=1)
     assert out.groupby("sequence_id").size().tolist() == [window] * 3
     steps = out.groupby("sequence_id")["date"].diff().dropna()
@@ -332,9 +344,18 @@ def test_stage_generates_long_windows_as_one_sequence(etth1, window: int, tmp_pa
     assert np.isfinite(out.drop(columns=["sequence_id", "date"]).to_numpy(dtype=float)).all()
     syn.save(tmp_path / "m")
     pd.testing.assert_frame_equal(Synthesizer.load(tmp_path / "m", device="cpu").sample(3, seed=1), out)
+    if window == 256:  # a model saved before the rename recorded model.long=stage: it still loads, the same
+        meta_path = tmp_path / "m" / "model_config.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta["config"]["long"] = "stage"
+        meta_path.write_text(json.dumps(meta), encoding="utf-8")
+        with pytest.warns(DeprecationWarning, match="model.long=stage is deprecated"):
+            old = Synthesizer.load(tmp_path / "m", device="cpu")
+        assert old.model.config.long == "stagediff" and isinstance(old.model.denoiser, StageDiffDenoiser)
+        pd.testing.assert_frame_equal(old.sample(3, seed=1), out)
 
 
-def test_stage_shorter_than_one_stage_fails_before_training(pollution, monkeypatch) -> None:
+def test_stagediff_shorter_than_one_stage_fails_before_training(pollution, monkeypatch) -> None:
     df, schema = pollution
 
     def boom(*a, **k):
@@ -342,4 +363,4 @@ def test_stage_shorter_than_one_stage_fails_before_training(pollution, monkeypat
 
     monkeypatch.setattr(TimeAutoDiff, "_fit_vae", boom)
     with pytest.raises(ConfigError, match=r"stage_length=64 but the data's sequences have 24 steps.*\[8, 24\]"):
-        Synthesizer(schema, tiny(long="stage")).fit(df)
+        Synthesizer(schema, tiny(long="stagediff")).fit(df)

@@ -29,7 +29,7 @@ from synth_pipeline.models.psld import PSLD, information_free_loss
 from synth_pipeline.models.refine import L2DRefiner, fit_refiner
 from synth_pipeline.models.refine import refine as l2d_refine
 from synth_pipeline.models.scheduler import make_scheduler
-from synth_pipeline.models.stage import StageDenoiser
+from synth_pipeline.models.stagediff import StageDiffDenoiser
 from synth_pipeline.models.static import StaticAR
 from synth_pipeline.models.vae import MixedVAE
 
@@ -96,9 +96,9 @@ class TimeAutoDiff:
         self.device = resolve_device(config.device)
         self.latent_dim = config.latent_dim or default_latent_dim(
             dims["n_num"], sum(dims["num_missing"]), dims.get("cat_levels_seen", dims["cat_cards"]))
-        if config.long == "stage" and dims["max_len"] < config.stage_length:
+        if config.long == "stagediff" and dims["max_len"] < config.stage_length:
             raise ConfigError(
-                f"model.long=stage needs sequences of at least one stage: model.stage_length={config.stage_length} "
+                f"model.long=stagediff needs sequences of at least one stage: model.stage_length={config.stage_length} "
                 f"but the data's sequences have {dims['max_len']} steps; set model.stage_length to a multiple of "
                 f"model.stage_patch={config.stage_patch} in [{config.stage_patch}, {dims['max_len']}], or model.long=none"
             )
@@ -111,7 +111,7 @@ class TimeAutoDiff:
         self.scheduler = make_scheduler(
             config.solver, num_train_timesteps=config.psld_L if config.objective == "psld" else config.num_timesteps,
             beta_schedule=config.beta_schedule,
-            prediction_type="sample" if config.long == "stage" else config.prediction_type,
+            prediction_type="sample" if config.long == "stagediff" else config.prediction_type,
         )
         self.vae = MixedVAE(
             dims["n_num"], dims["num_missing"], dims["cat_cards"], dims["static_cards"], dims["n_calendar"],
@@ -124,8 +124,8 @@ class TimeAutoDiff:
         if config.objective == "psld":
             self.psld = PSLD(self.scheduler, self.latent_dim, config.psld_N, config.psld_M, config.psld_gamma,
                              config.psld_eta).to(self.device)
-        if config.long == "stage":
-            self.denoiser = StageDenoiser(
+        if config.long == "stagediff":
+            self.denoiser = StageDiffDenoiser(
                 self.latent_dim, dims["n_num"], dims["cat_cards"], dims["static_cards"][: self.n_static_cond],
                 dims["n_calendar"], config.hidden_dim, config.stage_length, config.stage_patch, config.stage_scales,
                 config.denoiser_layers, config.embed_dim,

@@ -1,8 +1,9 @@
 """Stage-Diff prior for long sequences (papers/stage-diff_long-term-generation.txt).
 
-``model.long=stage`` replaces the latent denoiser with a stage-wise network: the latent trajectory
-[B, T, C] is cut into stages of ``stage_length`` steps that are processed in order, so one long
-entity is one sequence whose later stages are generated from what the earlier ones became:
+``model.long=stagediff`` (deprecated alias: ``stage``) replaces the latent denoiser with a
+stage-wise network: the latent trajectory [B, T, C] is cut into stages of ``stage_length`` steps
+that are processed in order, so one long entity is one sequence whose later stages are generated
+from what the earlier ones became:
 
 - within a stage, channel-independent progressive decomposition: every latent channel is patched
   and encoded on its own (shared weights plus a channel embedding); at each of ``stage_scales``
@@ -57,7 +58,7 @@ def moving_average(x: torch.Tensor, k: int) -> torch.Tensor:
     return F.avg_pool1d(F.pad(x[:, None, :], (p, p), mode="replicate"), k, stride=1)[:, 0, :]
 
 
-class StageDenoiser(nn.Module):
+class StageDiffDenoiser(nn.Module):
     def __init__(
         self,
         latent_dim: int,
