@@ -101,7 +101,7 @@ class DatasetConfig:
     shards: int | None = None  # generate shards; None: shards.shard_count() derives it from n_sequences
     seed: int = 0
     gate: dict[str, Any] = field(default_factory=dict)
-    release_root: Path | None = None
+    release_root: Path | str | None = None  # a local folder, or an object-store URI (release_store.py)
     tracking_uri: str | None = None
     experiment: str | None = None
     registered_model: str | None = None
@@ -199,9 +199,14 @@ class DatasetConfig:
         except ConfigError as e:
             raise ConfigError(f"{self._where}gate: {e}") from None
 
-    def resolved_release_root(self, override: str | Path | None = None) -> Path:
+    def resolved_release_root(self, override: str | Path | None = None) -> Path | str:
+        """The release root: an absolute local folder, or a checked object-store URI (``s3://...``)."""
+        from synth_pipeline import release_store
+
         root = override or self.release_root or os.environ.get(RELEASE_ROOT_ENV) or "releases"
-        return Path(root).expanduser().resolve()
+        if release_store.is_remote(root):
+            return release_store.check_uri(str(root))
+        return release_store.local_path(root)
 
     def resolved_tracking_uri(self, override: str | None = None) -> str:
         uri = override or self.tracking_uri or os.environ.get(TRACKING_URI_ENV)
@@ -313,7 +318,7 @@ class DatasetConfig:
                 shards=(data.get("generate") or {}).get("shards"),
                 seed=data.get("seed", 0) if data.get("seed") is not None else 0,
                 gate=gate,
-                release_root=_resolve(str(root), base) if root else None,
+                release_root=_resolve_release_root(str(root), base) if root else None,
                 tracking_uri=_resolve_uri(str(uri), base) if uri else None,
                 experiment=mlf.get("experiment"),
                 registered_model=mlf.get("registered_model"),
@@ -389,6 +394,19 @@ def expand_env(value: str) -> str:
 def _resolve(path: str, base: Path) -> Path:
     p = Path(expand_env(path)).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
+
+
+def _resolve_release_root(root: str, base: Path) -> Path | str:
+    """A relative path (or ``file:`` URI) is taken relative to the config file; an object-store URI
+    (``s3://bucket/prefix``) is checked for its form (credentials in it are refused) and kept."""
+    from synth_pipeline import release_store
+
+    root = expand_env(root)
+    if release_store.is_remote(root):
+        return release_store.check_uri(root)
+    if release_store.scheme_of(root) == "file":
+        return release_store.local_path(root)
+    return _resolve(root, base)
 
 
 def _resolve_uri(uri: str, base: Path) -> str:

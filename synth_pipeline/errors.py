@@ -55,6 +55,12 @@ class ReleaseError(SynthPipelineError, OSError):
     or a different release already exists for the logical date (pass ``overwrite=True``)."""
 
 
+class ReleaseStoreError(ReleaseError):
+    """A release root on an object store (``s3://``, ``gs://``, an fsspec URI) cannot be used: a
+    malformed or unsupported URI, credentials inside the URI, a missing bucket, refused credentials
+    or an unreachable endpoint. The message names the URI and the setting to fix."""
+
+
 class TrackingError(SynthPipelineError, RuntimeError):
     """The MLflow tracking server or model registry cannot be reached or refused a request."""
 

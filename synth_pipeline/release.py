@@ -22,6 +22,13 @@ the old one deleted).
 
 Only the synthetic data itself is written under ``data/``; the manifest carries digests, counts and
 gate checks, never a source row.
+
+Object stores: a ``release_root`` such as ``s3://bucket/releases`` or ``gs://bucket/releases`` has no
+atomic rename; every public function here hands such a root (or release URI) to
+:mod:`synth_pipeline.release_store`, which publishes in a fixed order (parts, report files,
+``manifest.json``, ``_SUCCESS`` holding the manifest's sha256, ``LATEST`` last) and whose readers
+trust a release only when ``_SUCCESS`` matches its manifest. Plain paths and ``file://`` URIs stay
+here, unchanged.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from typing import Any
 import pandas as pd
 
 from synth_pipeline import __version__
+from synth_pipeline import release_store as store
 from synth_pipeline.dataset_config import check_name
 from synth_pipeline.errors import ConfigError, ReleaseError
 from synth_pipeline.io_utils import atomic_write_text
@@ -58,7 +66,7 @@ PAUSE_ENV = "SYNTH_PIPELINE_PUBLISH_PAUSE_S"
 @dataclass
 class PublishResult:
     status: str  # published | replaced | unchanged | quarantined
-    path: Path
+    path: Path | str  # a local folder, or the release's URI on an object store
     release_id: str
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -168,15 +176,23 @@ def _prepare_dir(path: Path, what: str) -> Path:
 
 
 def _dataset_dir(release_root: str | Path, dataset: str) -> Path:
-    root = Path(release_root).expanduser().resolve()
+    root = store.local_path(release_root)
     validate_dataset_name(dataset)
     _prepare_dir(root, "release root")
     return _prepare_dir(root / dataset, "release folder")
 
 
-def check_release_root(release_root: str | Path, dataset: str) -> Path:
-    """Create ``<root>/<dataset>`` if needed and check it is writable (ReleaseError otherwise)."""
+def check_release_root(release_root: str | Path, dataset: str) -> Path | str:
+    """Create ``<root>/<dataset>`` if needed and check it is writable (ReleaseError otherwise). On an
+    object store: the bucket exists and a probe object can be written and deleted (ReleaseStoreError)."""
+    if store.is_remote(release_root):
+        return store.check_release_root(str(release_root), dataset)
     return _dataset_dir(release_root, dataset)
+
+
+def staging_root(release_root: str | Path) -> Path:
+    """The local folder holding the stages' ``.staging`` (see :func:`release_store.staging_root`)."""
+    return store.staging_root(release_root)
 
 
 def _stage_dir(parent: Path, release_id: str) -> Path:
@@ -257,7 +273,13 @@ def publish_release(
     ``inputs_fingerprint`` used to recognise a rerun; ``files``, ``created_at``, ``release_id``,
     ``dataset``, ``status`` and ``package_version`` are filled in here. ``extra_files`` maps a
     relative name (e.g. ``report/report.html``) to a local file copied into the release.
+
+    An object-store ``release_root`` (``s3://...``) is published by :mod:`synth_pipeline.release_store`
+    (same manifest, ``status`` values and rerun rules; ``path`` is then the release's URI).
     """
+    if store.is_remote(release_root):
+        return store.publish_release(str(release_root), dataset, release_id, data, manifest, overwrite=overwrite,
+                                     extra_files=extra_files, parts=parts)
     validate_release_id(release_id)
     ds_dir = _dataset_dir(release_root, dataset)
     _cleanup_stale(ds_dir)
@@ -321,8 +343,8 @@ def publish_release(
     return PublishResult(status, final, release_id, full)
 
 
-def _copy_parts(src: Path, dst: Path) -> tuple[list[str], int, int, dict[str, int]]:
-    """Copy the shard parts into the staged release; names, total rows, columns, rows per part."""
+def _scan_parts(src: Path) -> tuple[list[tuple[Path, int]], int]:
+    """The staged shard parts in order with their row counts, and their (common) column count."""
     import pyarrow.parquet as pq
 
     from synth_pipeline.shards import PART_RE
@@ -330,18 +352,27 @@ def _copy_parts(src: Path, dst: Path) -> tuple[list[str], int, int, dict[str, in
     found = sorted(p for p in src.iterdir() if PART_RE.match(p.name)) if src.is_dir() else []
     if not found:
         raise ReleaseError(f"no part-NNNNN.parquet files in '{src}'; run the generate shards first")
-    names, rows, cols = [], {}, set()
+    out, cols = [], set()
     for p in found:
-        shutil.copyfile(p, dst / p.name)
-        _fsync_path(dst / p.name)
-        meta = pq.ParquetFile(dst / p.name).metadata
-        rel = f"data/{p.name}"
-        names.append(rel)
-        rows[rel] = int(meta.num_rows)
+        meta = pq.ParquetFile(p).metadata
+        out.append((p, int(meta.num_rows)))
         cols.add(int(meta.num_columns))
     if len(cols) != 1:
         raise ReleaseError(f"shard parts in '{src}' have different column counts {sorted(cols)}; regenerate them")
-    return names, sum(rows.values()), cols.pop(), rows
+    return out, cols.pop()
+
+
+def _copy_parts(src: Path, dst: Path) -> tuple[list[str], int, int, dict[str, int]]:
+    """Copy the shard parts into the staged release; names, total rows, columns, rows per part."""
+    found, n_cols = _scan_parts(src)
+    names, rows = [], {}
+    for p, n in found:
+        shutil.copyfile(p, dst / p.name)
+        _fsync_path(dst / p.name)
+        rel = f"data/{p.name}"
+        names.append(rel)
+        rows[rel] = n
+    return names, sum(rows.values()), n_cols, rows
 
 
 def quarantine_release(
@@ -353,6 +384,8 @@ def quarantine_release(
 ) -> PublishResult:
     """Record a failed gate: ``<root>/<dataset>/_quarantine/<release_id>/`` with the manifest and
     the report files (never data). Replaces an earlier quarantine record of the same id."""
+    if store.is_remote(release_root):
+        return store.quarantine_release(str(release_root), dataset, release_id, manifest, report_files)
     validate_release_id(release_id)
     ds_dir = _dataset_dir(release_root, dataset)
     q_dir = _prepare_dir(ds_dir / QUARANTINE, "quarantine folder")
@@ -431,24 +464,31 @@ def read_latest_id(ds_dir: Path) -> str | None:
     return rid or None
 
 
-def release_path(release_root: str | Path, dataset: str, release_id: str) -> Path:
+def release_path(release_root: str | Path, dataset: str, release_id: str) -> Path | str:
+    """The release's folder (its URI on an object store)."""
+    if store.is_remote(release_root):
+        return store.release_uri(str(release_root), dataset, release_id)
     validate_dataset_name(dataset)
     validate_release_id(release_id)
-    return Path(release_root).expanduser().resolve() / dataset / release_id
+    return store.local_path(release_root) / dataset / release_id
 
 
 def existing_release(release_root: str | Path, dataset: str, release_id: str) -> dict[str, Any] | None:
     """The manifest of a complete (``_SUCCESS``) release, or None."""
+    if store.is_remote(release_root):
+        return store.existing_release(str(release_root), dataset, release_id)
     p = release_path(release_root, dataset, release_id)
     if not (p / SUCCESS).exists():
         return None
     return _read_manifest_or_none(p)
 
 
-def latest_release(release_root: str | Path, dataset: str) -> Path | None:
-    """Folder of the release ``LATEST`` points to (None if there is none)."""
+def latest_release(release_root: str | Path, dataset: str) -> Path | str | None:
+    """Folder (URI on an object store) of the release ``LATEST`` points to (None if there is none)."""
+    if store.is_remote(release_root):
+        return store.latest_release(str(release_root), dataset)
     validate_dataset_name(dataset)
-    ds_dir = Path(release_root).expanduser().resolve() / dataset
+    ds_dir = store.local_path(release_root) / dataset
     rid = read_latest_id(ds_dir)
     if rid is None or not (ds_dir / rid / SUCCESS).exists():
         return None
@@ -456,7 +496,10 @@ def latest_release(release_root: str | Path, dataset: str) -> Path | None:
 
 
 def verify_release(path: str | Path) -> dict[str, Any]:
-    """Check ``_SUCCESS`` and every file's sha256 against the manifest; return the manifest."""
+    """Check ``_SUCCESS`` and every file's sha256 against the manifest; return the manifest. A release
+    URI on an object store also needs ``_SUCCESS`` to hold the manifest's sha256."""
+    if store.is_remote(path):
+        return store.verify_release(str(path))
     path = Path(path)
     if not (path / SUCCESS).exists():
         raise ReleaseError(f"'{path}' is not a complete release (no {SUCCESS})")
@@ -473,6 +516,8 @@ def verify_release(path: str | Path) -> dict[str, Any]:
 
 
 def read_release(path: str | Path) -> pd.DataFrame:
-    """Read a verified release's data."""
+    """Read a verified release's data (a folder, or a release URI on an object store)."""
+    if store.is_remote(path):
+        return store.read_release(str(path))
     verify_release(path)
     return pd.read_parquet(Path(path) / "data")

@@ -177,7 +177,7 @@ class Stage:
         rel.validate_dataset_name(self.cfg.name)
         self.root = self.cfg.resolved_release_root(release_root)
         self.uri = self.cfg.resolved_tracking_uri(tracking_uri)
-        self.dir = self.root / STAGING / self.cfg.name / self.release_id
+        self.dir = rel.staging_root(self.root) / STAGING / self.cfg.name / self.release_id  # local, also for s3://
         self.say = _say_fn(progress)
         self.state: dict[str, Any] = {}
 
