@@ -327,3 +327,34 @@ def test_config_keeps_uri_roots_and_stages_stage_locally(tmp_path, monkeypatch):
     assert st.dir == tmp_path / "stage" / STAGING / cfg.name / "2024-05-17"
     assert Stage(shipped_config("nasdaq100"), "2024-05-17", tmp_path / "r", "sqlite:///x.db", False).dir \
         == tmp_path / "r" / STAGING / cfg.name / "2024-05-17"
+
+
+@pytest.mark.slow
+def test_run_release_publishes_to_the_store_and_reruns_are_noops(tmp_path, s3, bucket, one_thread, monkeypatch):
+    """The whole chain with ``release.root: s3://...``: staging stays on local disk (and is removed),
+    the release lands on the store, and a rerun is decided 'unchanged' from the store's manifest."""
+    from dataclasses import fields
+
+    from _release_setup import PASS_GATE, write_config
+
+    from synth_pipeline.evaluation.gate import GateConfig
+    from synth_pipeline.pipeline import run_release
+
+    monkeypatch.setenv(rs.STAGING_ROOT_ENV, str(tmp_path / "stage"))
+    root = f"s3://{bucket}/releases"
+    # this test is about where the release goes, not the verdict: every share / AUC bound off too
+    gate = {**PASS_GATE, **{f.name: None for f in fields(GateConfig) if f.name.endswith(("_share_max", "_auc_max"))}}
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", gate, release={"root": root})
+    res = run_release(cfg, "2024-05-17", progress=False)
+    uri = f"{root}/nasdaq100/2024-05-17"
+    assert res.status == "published" and res.passed and res.release_path == uri
+    manifest = rel.verify_release(uri)
+    assert manifest["model"]["uri"] == res.model_uri and manifest["gate"]["passed"] is True
+    assert {f["path"] for f in manifest["files"]} >= {"data/part-00000.parquet", "report/report.html"}
+    assert rel.read_release(uri)["Symbol"].nunique() == 60
+    assert rel.latest_release(root, "nasdaq100") == uri
+    keys = _files(s3, bucket)
+    assert not any(".staging" in k or k.endswith(("source.parquet", "train.parquet", "holdout.parquet")) for k in keys)
+    assert not list((tmp_path / "stage" / ".staging" / "nasdaq100").glob("*"))  # local staging removed
+    again = run_release(cfg, "2024-05-17", progress=False)
+    assert again.status == "unchanged" and again.release_path == uri
