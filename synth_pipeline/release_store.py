@@ -270,8 +270,12 @@ def _delete_all(store: Store, prefix: str) -> None:
     from synth_pipeline.release import SUCCESS
 
     _delete(store, f"{prefix}/{SUCCESS}")
-    for key in _listing(store, prefix):
-        _delete(store, key)
+    try:
+        store.fs.delete_dir_contents(prefix, missing_dir_ok=True)  # batched deletes on S3
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise store.fail(f"deleting the objects under '{prefix}'", e) from None
 
 
 def _sha256_object(store: Store, key: str) -> tuple[str, int]:

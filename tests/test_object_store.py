@@ -235,6 +235,20 @@ def test_half_published_release_is_refused_and_republished(tmp_path, s3, bucket,
     assert rel.latest_release(root, "ds") == half
 
 
+def test_overwrite_removes_objects_the_new_release_does_not_have(tmp_path, s3, bucket):
+    root = f"s3://{bucket}/r"
+    _parts(tmp_path / "three", shards=3)
+    _parts(tmp_path / "two", shards=2, seed=4)
+    rel.publish_release(root, "ds", "2024-05-17", None, _manifest(), parts=tmp_path / "three",
+                        extra_files=_report(tmp_path))
+    res = rel.publish_release(root, "ds", "2024-05-17", None, _manifest("fp-2"), parts=tmp_path / "two", overwrite=True)
+    assert res.status == "replaced"
+    assert _files(s3, bucket, "r/ds/2024-05-17/") == {
+        "r/ds/2024-05-17/data/part-00000.parquet", "r/ds/2024-05-17/data/part-00001.parquet",
+        "r/ds/2024-05-17/manifest.json", "r/ds/2024-05-17/_SUCCESS"}
+    assert len(rel.read_release(res.path)) == 30
+
+
 def test_tampered_manifest_or_part_is_refused(tmp_path, s3, bucket):
     root = f"s3://{bucket}/r"
     _parts(tmp_path / "staging")
