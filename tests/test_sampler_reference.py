@@ -9,8 +9,11 @@ preserved behaviour. Do not regenerate it unless a change is meant to alter samp
 
 The models are untrained (seeded initialisation, weights perturbed by a seeded draw so no output
 layer is trivially zero): the sampler's arithmetic and its use of the generator are what is pinned.
-Categorical draws must match exactly; latents and numerics to float tolerance (the PSLD chain now
-shares the scheduler's update, whose DDPM branch runs in float32 where PSLD's copy ran in float64).
+Categorical draws must match exactly, and so must everything of the shared-chain samplers; PSLD's
+latents and numerics to float tolerance: its chain now runs the scheduler's update, whose DDPM
+branch is float32 where PSLD's own copy was float64, and whose DPM-Solver clean estimate is float64
+from the start (measured after the refactor: at most 1.4e-6 off where values are O(1), 3.7e-4
+in the epsilon case, whose untrained latents reach the hundreds).
 """
 
 from __future__ import annotations
@@ -98,10 +101,10 @@ def test_samples_match_the_reference(case: str, reference) -> None:
     for k, v in got.items():
         ref = reference[f"{case}/{k}"]
         assert v.shape == ref.shape, (case, k)
-        if v.dtype.kind in "iub":
+        if v.dtype.kind in "iub" or "psld" not in case:
             np.testing.assert_array_equal(v, ref, err_msg=f"{case}/{k}")
         else:
-            np.testing.assert_allclose(v, ref, rtol=1e-4, atol=1e-4, err_msg=f"{case}/{k}")
+            np.testing.assert_allclose(v, ref, rtol=1e-5, atol=1e-5, err_msg=f"{case}/{k}")
 
 
 if __name__ == "__main__" and "--write" in sys.argv:

@@ -27,7 +27,8 @@ What differs from the paper, and why:
    means) depends on it; the encoder could otherwise outgrow the noise.
 3. Sampling is Algorithm 2 vectorised: each sequence draws its own i ~ U{0..N} and runs the strided
    reverse chain (the configured solver, ``sampling_steps`` calls) from L down to exactly i; the
-   denoiser takes one diffusion step per sequence, so all sequences still share every call.
+   denoiser takes one diffusion step per sequence, so all sequences still share every call. The
+   update is the scheduler's own (``DDPMScheduler.reverse`` with a per-row grid of steps).
 """
 
 from __future__ import annotations
@@ -39,23 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synth_pipeline.models.scheduler import DDPMScheduler, DPMSolverScheduler
+from synth_pipeline.models.scheduler import DDPMScheduler
 from synth_pipeline.models.vae import Batch, MixedVAE
-
-
-def clean_and_noise(sch: DDPMScheduler, out: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The denoiser output at (per-sequence) scheduler step ``t`` -> (clean estimate, noise estimate)."""
-    a = sch.alphas_cumprod.to(z.device)[t].view(-1, *([1] * (z.dim() - 1)))
-    if sch.prediction_type == "epsilon":
-        eps = out
-        x0 = (z - (1 - a).sqrt() * eps) / a.sqrt()
-    elif sch.prediction_type == "sample":
-        x0 = out
-        eps = (z - a.sqrt() * x0) / (1 - a).sqrt()
-    else:  # v = sqrt(a) eps - sqrt(1-a) x0
-        x0 = a.sqrt() * z - (1 - a).sqrt() * out
-        eps = (1 - a).sqrt() * z + a.sqrt() * out
-    return x0, eps
 
 
 def per_sequence_loss(vae: MixedVAE, out: dict[str, torch.Tensor], b: Batch) -> torch.Tensor:
@@ -177,39 +163,11 @@ class PSLD(nn.Module):
     def reverse(self, z: torch.Tensor, denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                 sampling_steps: int, eta: float, g: torch.Generator) -> torch.Tensor:
         """Algorithm 2, lines 1-5, vectorised: every sequence runs the strided reverse chain (the
-        configured solver) from z_L down to its own z_i, i ~ U{0..N}; z_i is what gets decoded."""
-        B, dev = z.shape[0], z.device
-        ts = self.grid(self.stop_steps(B, g), sampling_steps).to(dev)
-        shape = (-1, *([1] * (z.dim() - 1)))
-        ac = self.sch.alphas_cumprod.to(dev).double()
-        multistep = isinstance(self.sch, DPMSolverScheduler)
-        prev: tuple[torch.Tensor, torch.Tensor] | None = None
-        for s in range(ts.shape[1] - 1):
-            t, t_prev = ts[:, s], ts[:, s + 1]
-            x0, eps = clean_and_noise(self.sch, denoise(z, t), t, z)
-            x0, eps, zd = x0.double(), eps.double(), z.double()
-            last = (t_prev < 0).view(shape)
-            a_t, a_p = ac[t].view(shape), ac[t_prev.clamp(min=0)].view(shape)
-            noise = torch.randn(z.shape, generator=g).to(dev).double()
-            if multistep:  # DPM-Solver++(2M), per-sequence log-SNR steps (scheduler.DPMSolverScheduler)
-                h = 0.5 * (torch.log(a_p / (1 - a_p)) - torch.log(a_t / (1 - a_t)))
-                d = x0
-                if prev is not None:
-                    x0_prev, h_prev = prev
-                    ok = (h_prev > 0) & (t_prev > 0).view(shape)
-                    d = torch.where(ok, x0 + 0.5 * (h / h_prev.clamp(min=1e-12)) * (x0 - x0_prev), x0)
-                prev = (x0, h)
-                sig_t, sig_p = (1 - a_t).sqrt(), (1 - a_p).sqrt()
-                if self.sch.sde:
-                    nxt = (sig_p / sig_t) * torch.exp(-h) * zd - a_p.sqrt() * torch.expm1(-2 * h) * d
-                    nxt = nxt + sig_p * (-torch.expm1(-2 * h)).clamp(min=0).sqrt() * noise
-                else:
-                    nxt = (sig_p / sig_t) * zd - a_p.sqrt() * torch.expm1(-h) * d
-            else:  # strided DDPM / DDIM with eta (scheduler.DDPMScheduler.step)
-                sigma = eta * ((1 - a_p) / (1 - a_t) * (1 - a_t / a_p)).clamp(min=0).sqrt()
-                nxt = a_p.sqrt() * x0 + (1 - a_p - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
-            z = torch.where(last, x0, nxt).to(z.dtype)
-        return z
+        configured solver, with per-row steps) from z_L down to its own z_i, i ~ U{0..N}; z_i is
+        what gets decoded. A sequence stopping at i = 0 ends with its clean estimate (its chain's
+        last step is -1: the scheduler's row mask)."""
+        ts = self.grid(self.stop_steps(z.shape[0], g), sampling_steps)
+        return self.sch.reverse(z, denoise, ts, eta=eta, generator=g, noise_every_step=True)
 
     def extra_repr(self) -> str:
         return f"L={self.L}, N={self.N}, M={self.M}, gamma={self.gamma}, eta={self.eta}"

@@ -103,11 +103,9 @@ def refine(model: TimeAutoDiff, z: torch.Tensor, dec_num: torch.Tensor, calendar
     """Generate the numeric columns [B, T, Fn] given the generated latent ``z`` (x0-prediction chain)."""
     sch: DDPMScheduler = model.refine_scheduler
     net = model.refiner_ema.eval()
-    B = z.shape[0]
     x = torch.randn(dec_num.shape, generator=g).to(z.device)
-    ts = sch.set_timesteps(model.config.sampling_steps).tolist()
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        pred = net(x, torch.full((B,), t, device=z.device), z, dec_num, calendar, present, static)
-        x = sch.step(pred, t, t_prev, x, eta=model.config.eta, generator=g)
-    return x
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return net(x_t, t, z, dec_num, calendar, present, static)
+
+    return sch.reverse(x, denoise, sch.set_timesteps(model.config.sampling_steps), eta=model.config.eta, generator=g)

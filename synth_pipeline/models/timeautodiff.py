@@ -412,11 +412,8 @@ class TimeAutoDiff:
         if self.psld is not None:  # Algorithm 2: each sequence's chain stops at its own i ~ U{0..N}
             z = self.psld.reverse(z, denoise, self.config.sampling_steps, self.config.eta, g)
         else:
-            ts = self.scheduler.set_timesteps(self.config.sampling_steps).tolist()
-            for i, t in enumerate(ts):
-                t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-                z = self.scheduler.step(denoise(z, torch.full((B,), t, device=dev)), t, t_prev, z,
-                                        eta=self.config.eta, generator=g)
+            z = self.scheduler.reverse(z, denoise, self.scheduler.set_timesteps(self.config.sampling_steps),
+                                       eta=self.config.eta, generator=g)
         z = z * self.latent_std.to(dev) + self.latent_mean.to(dev)
         if not decode:
             return {"z": z, "calendar": cal, "present": pres, "static": static}
