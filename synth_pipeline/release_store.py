@@ -53,7 +53,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from synth_pipeline.errors import ReleaseError, ReleaseStoreError
 
@@ -173,6 +173,10 @@ def _parse(uri: str) -> tuple[str, str, str]:
     if parts.fragment:
         raise ReleaseStoreError(f"release root '{raw}' has a '#' fragment; remove it")
     clean = f"{scheme}://{parts.netloc}" + ("/" + "/".join(segments) if segments else "")
+    secret = [k for k, _ in parse_qsl(parts.query) if re.search(r"secret|key|token|password|credential", k, re.I)]
+    if secret:
+        raise ReleaseStoreError(f"release root '{clean}' carries credentials in its options ({', '.join(secret)}); "
+                                f"the URI is logged and tagged, so set them in the environment instead ({_hint(raw)})")
     if parts.query and scheme not in PYARROW_SCHEMES:
         raise ReleaseStoreError(f"release root '{raw}': URI options ('?{parts.query}') are only read for "
                                 f"{sorted(PYARROW_SCHEMES)}; configure '{scheme}://' through its environment")

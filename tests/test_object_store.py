@@ -285,6 +285,7 @@ def test_missing_bucket_unreachable_endpoint_and_bad_uris(s3_endpoint, free_port
         rel.check_release_root(down, "ds")
     bad = {
         "s3://AKIAXXXX:secret@bucket/r": "carries credentials",
+        "s3://bucket/r?region=us-east-1&secret_key=abc": "credentials in its options \\(secret_key\\)",
         "s3:///releases": "names no bucket",
         "s3://bucket/a/../b": "'\\.\\.' segments",
         "nosuchscheme://bucket/r": "unknown scheme 'nosuchscheme://'",
