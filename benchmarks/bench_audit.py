@@ -54,7 +54,7 @@ def make_set(n: int, seed: int, loadings: np.ndarray) -> EncodedSet:
     return EncodedSet(
         name=f"set{seed}", dyn=dyn, static=static, present=present, lengths=np.full(n, T, np.int64),
         num_observed=np.broadcast_to(~miss[..., :1], (n, T, N_NUM)), row_hash=np.zeros((n, T), np.uint64),
-        seq_hash=np.zeros(n, np.uint64), static_varies=np.zeros(n, bool),
+        seq_hash=np.zeros(n, np.uint64), static_varies=np.zeros(n, bool), units=np.arange(n),
     )
 
 

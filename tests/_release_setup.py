@@ -15,6 +15,7 @@ TINY = {"vae_steps": 30, "diffusion_steps": 30, "static_steps": 10, "progress": 
 # Fidelity and DCR-share thresholds off (a 30-step model is neither faithful nor calibrated);
 # evidence, exact-copy and row-match checks stay on.
 PASS_GATE = {"min_sequences": 10, "seeds": 1, "classifier": {"min_steps": 5, "max_steps": 20}, "dcr_share_max": None,
+             "dcr_parts_share_max": None, "membership_auc_max": None,
              "discriminative_max": None, "temporal_discriminative_max": None, "predictive_ratio_max": None,
              "correlation_max": None, "marginals_max": None, "autocorrelation_max": None}
 FAIL_GATE = {**PASS_GATE, "min_sequences": 10_000}  # impossible evidence requirement

@@ -24,9 +24,10 @@ from _eval_data import nasdaq, pollution
 
 from synth_pipeline.evaluation import baselines as B
 from synth_pipeline.evaluation import evaluate
+from synth_pipeline.evaluation.gate import INSUFFICIENT
 
 TEMPORAL = {"temporal_discriminative", "autocorrelation"}
-PRIVACY = {"dcr_share", "exact_copies", "row_matches"}
+PRIVACY = {"dcr_share", "dcr_parts", "membership", "exact_copies", "row_matches"}
 
 CASES = {
     "holdout": lambda train, hold, s: B.holdout_as_synthetic(hold, s),
@@ -93,4 +94,7 @@ def test_time_shuffled_sequences_fail_a_temporal_check(dataset):
 def test_shifted_column_fails_the_marginal_check(dataset):
     res, failed = run_case(dataset, "shifted_column")
     assert "marginals" in failed
-    assert not (PRIVACY & failed)
+    # real unseen sequences: never memorization; on nasdaq100 (51 symbols per side, windows resampled
+    # by symbol) the DCR intervals are too wide to decide, which the gate must say
+    memorized = {c.name for c in res.gate.failed if not c.explanation.startswith(INSUFFICIENT)}
+    assert not (PRIVACY & memorized)

@@ -36,6 +36,8 @@ from synth_pipeline.evaluation.inputs import (
     read_table,
 )
 from synth_pipeline.evaluation.privacy import DCRResult, dcr_audit, exact_copies, row_matches
+from synth_pipeline.evaluation.privacy.membership import distance_attack
+from synth_pipeline.evaluation.privacy.parts import dcr_by_parts
 from synth_pipeline.evaluation.representation import EncodedSet, Representation
 from synth_pipeline.schema import DatasetSchema
 from synth_pipeline.transformers.protection import RARE_TOKEN, Protection
@@ -187,14 +189,25 @@ def evaluate(
     syn_dcr = syn
     if cfg.audit_max_synthetic is not None and len(syn) > cfg.audit_max_synthetic:
         syn_dcr = syn.subset(sample_index(len(syn), cfg.audit_max_synthetic, np.random.default_rng([seed, 5])))
+    units = (syn_dcr.units, train_ref.units, holdout_ref.units)
     dcr: DCRResult = dcr_audit(
-        syn_dcr.flat(compact), train_ref.flat(compact), holdout_ref.flat(compact), cfg.confidence, progress=say
+        syn_dcr.flat(compact), train_ref.flat(compact), holdout_ref.flat(compact), cfg.confidence, progress=say,
+        units=units,
     )
     privacy = {
         "dcr": dcr.summary() | {"synthetic_sequences_total": len(syn)},
         "exact_copies": exact_copies(syn, train),
         "row_matches": row_matches(syn, train, holdout),
     }
+    if cfg.dcr_parts_share_max is not None or cfg.report_all_privacy:
+        privacy["dcr_parts"] = dcr_by_parts(rep, syn_dcr, train_ref, holdout_ref, privacy["dcr"], cfg.confidence,
+                                            seed, progress=say)
+    if cfg.membership_auc_max is not None or cfg.report_all_privacy:
+        if say:
+            say(f"membership inference: {n_ref} members and {n_ref} non-members against {len(syn_dcr)} synthetic")
+        privacy["membership"] = distance_attack(syn_dcr.flat(compact), train_ref.flat(compact),
+                                                holdout_ref.flat(compact), cfg.confidence, train_ref.units,
+                                                holdout_ref.units)
     timings["privacy"] = time.perf_counter() - t
 
     ctx = MetricContext(

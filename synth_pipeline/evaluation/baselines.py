@@ -12,6 +12,9 @@ format (a single long series gets a ``sequence_id`` column, as the synthesizer w
   cross-column relations per step, no temporal order. Must fail a temporal check.
 * ``shifted_column``: real unseen sequences with one numeric column shifted by one standard
   deviation: everything right except one marginal. Must fail the marginal check.
+* ``rekeyed_copy``: verbatim train sequences under new keys. Must fail (privacy).
+* ``static_copied``: unseen dynamics under train entities' static attributes. Must fail (privacy,
+  the static part of ``privacy/parts.py``).
 """
 
 from __future__ import annotations
@@ -96,3 +99,34 @@ def shifted_column(real: pd.DataFrame, schema: DatasetSchema, column: str | None
     x = out[column].to_numpy(dtype=float, na_value=np.nan)
     out[column] = x + by_std * float(np.nanstd(x))
     return _with_sequence_id(out, schema)
+
+
+def rekeyed_copy(train: pd.DataFrame, schema: DatasetSchema, seed: int = 0) -> pd.DataFrame:
+    """Verbatim train sequences under new entity keys, in shuffled entity order (a copy that a
+    key-based comparison would miss). Must fail (privacy)."""
+    out = _with_sequence_id(train, schema)
+    key = schema.entity_key or SEQUENCE_ID
+    keys = out[key].unique()
+    fresh = np.char.add("k", np.char.zfill(np.random.default_rng(seed).permutation(len(keys)).astype(str), 7))
+    out[key] = out[key].map(dict(zip(keys, fresh, strict=True)))
+    order = [key, schema.time_index] if schema.time_index else [key]
+    return out.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def static_copied(train: pd.DataFrame, fresh: pd.DataFrame, schema: DatasetSchema, seed: int = 0) -> pd.DataFrame | None:
+    """Real unseen sequences (``fresh``) carrying the static attributes of random train entities:
+    dynamics new, entity attributes copied. Must fail (privacy, by parts). None without static columns."""
+    static = [c.name for c in schema.modelled if c.static]
+    if not static:
+        return None
+    fresh = _with_sequence_id(fresh, schema)
+    key = schema.entity_key or SEQUENCE_ID
+    codes = _entity_codes(train.reset_index(drop=True), schema)
+    first = np.r_[0, np.flatnonzero(np.diff(codes)) + 1]
+    donors = train.reset_index(drop=True).iloc[first][static].reset_index(drop=True)
+    keys = fresh[key].unique()
+    pick = donors.iloc[np.random.default_rng(seed).integers(0, len(donors), len(keys))].set_axis(keys)
+    out = fresh.copy()
+    for c in static:
+        out[c] = fresh[key].map(pick[c]).astype(fresh[c].dtype)
+    return out

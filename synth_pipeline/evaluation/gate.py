@@ -6,6 +6,10 @@ the reference entities and the synthetic sequences); any exact copy of a train s
 few sequences to decide fails with "insufficient evidence", and so do reference sets too small for
 a perfect generator's upper bound to stay under the DCR threshold (the message says how many
 holdout entities would be needed).
+Partial copies and membership: the worst DCR share over parts of the records (static attributes
+alone, dynamics alone, random column subsets; ``privacy/parts.py``, Bonferroni over the parts) and a
+distance membership-inference attack's AUC (``privacy/membership.py``) are judged the same way, by
+their upper bounds. When sequences are windows of entities, every interval resamples entities.
 A threshold set to ``null`` in the YAML disables that check (it is then not listed).
 
 Allowance for sampling noise: for the cheap distribution metrics (marginals, correlation,
@@ -56,6 +60,8 @@ class GateConfig:
     dcr_share_max: float | None = 0.60  # upper confidence bound of the DCR share
     exact_copies_max: int | None = 0  # synthetic sequences identical to a train sequence
     row_match_excess_max: float | None = 0.05  # synthetic - holdout exact row-match rate
+    dcr_parts_share_max: float | None = 0.60  # worst part's DCR share upper bound (Bonferroni over parts)
+    membership_auc_max: float | None = 0.60  # upper bound of the distance attack's AUC
     # fidelity
     discriminative_max: float | None = 0.20
     temporal_discriminative_max: float | None = 0.20
@@ -72,6 +78,8 @@ class GateConfig:
     # over that subset); exact-copy and row-match checks always cover every synthetic sequence.
     audit_max_synthetic: int | None = None
     classifier: dict[str, Any] = field(default_factory=dict)  # overrides of fidelity._gru.TrainSettings
+    # compute DCR by parts and the membership attack even when their checks are disabled (report only)
+    report_all_privacy: bool = True
 
     def __post_init__(self) -> None:
         from synth_pipeline.evaluation.fidelity._gru import TrainSettings
@@ -104,6 +112,10 @@ class GateConfig:
             if k == "classifier":
                 if not isinstance(v, dict):
                     raise ConfigError("gate.classifier must be a mapping")
+                continue
+            if k == "report_all_privacy":
+                if not isinstance(v, bool):
+                    raise ConfigError(f"gate.report_all_privacy must be true or false, got {v!r}")
                 continue
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise ConfigError(f"gate.{k} must be a number{' or null' if k.endswith(('_max', '_min')) else ''}, got {v!r}")
@@ -182,6 +194,36 @@ def _threshold_check(name: str, value: float | None, threshold: float, direction
     return Check(name, float(value), threshold, direction, bool(ok), f"{what} {_fmt(value)} {rel} {_fmt(threshold)}: {text}", kind)
 
 
+def _share_check(name: str, what: str, d: dict[str, Any], threshold: float, confidence: float, ok_text: str,
+                 bad_text: str, pct_text: str | None = None) -> Check:
+    """A proportion whose ideal is 0.5 (a DCR share, an attack's AUC) judged by its upper bound; when
+    the reference sets are too small for 0.5 to clear the threshold: insufficient evidence."""
+    hi, share, n = d["ci_high"], d["share"], d["n_synthetic"]
+    ok = hi <= threshold
+    pct = pct_text or f"{int(round(100 * confidence))}%"
+    se, n_ref = d.get("se"), d.get("n_reference_units") or d.get("n_reference", 0)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    reach = 0.5 + z * se if se is not None and math.isfinite(se) else None  # a perfect generator's bound
+    if ok:
+        text = (f"{what} upper {pct} bound {_fmt(hi)} <= {_fmt(threshold)} (point {_fmt(share)}, n={n}, {n_ref} "
+                f"reference entities per side): {ok_text}")
+    elif d.get("ci_low", 0.0) > threshold:
+        text = f"{what} {pct} interval [{_fmt(d['ci_low'])}, {_fmt(hi)}] lies above {_fmt(threshold)}: {bad_text}"
+    elif reach is not None and reach > threshold:
+        need = math.ceil(n_ref * (z * se / max(threshold - 0.5, 1e-9)) ** 2)
+        text = (f"{INSUFFICIENT}: with {n_ref} holdout entities the {what} {_fmt(share)} is known "
+                f"only to +-{_fmt(z * se)}, so even a generator with no memorization (0.5) would reach {_fmt(reach)} > "
+                f"{_fmt(threshold)}; about {need} holdout entities are needed to decide (raise "
+                f"split.holdout_fraction or release a table with more entities)")
+    elif share <= threshold:
+        text = (f"{INSUFFICIENT}: {what} {_fmt(share)} but its upper {pct} bound {_fmt(hi)} > "
+                f"{_fmt(threshold)} with {n} synthetic sequences and {n_ref} reference entities per side; generate "
+                f"more (or hold out more entities) to decide")
+    else:
+        text = f"{what} upper {pct} bound {_fmt(hi)} > {_fmt(threshold)} (point {_fmt(share)}): {bad_text}"
+    return Check(name, hi, threshold, "<=", ok, text, "privacy")
+
+
 def decide(cfg: GateConfig, sizes: dict[str, int], fidelity: dict[str, Any], privacy: dict[str, Any]) -> GateResult:
     """Apply ``cfg`` to the evaluation's numbers. ``fidelity`` maps metric name -> MetricResult,
     ``privacy`` holds ``dcr`` (DCRResult.summary()), ``exact_copies`` and ``row_matches``."""
@@ -197,34 +239,31 @@ def decide(cfg: GateConfig, sizes: dict[str, int], fidelity: dict[str, Any], pri
     ))
     dcr = privacy["dcr"]
     if cfg.dcr_share_max is not None:
-        hi, share, n = dcr["ci_high"], dcr["share"], dcr["n_synthetic"]
-        ok = hi <= cfg.dcr_share_max
-        pct = int(round(100 * cfg.confidence))
-        se, n_ref = dcr.get("se"), dcr.get("n_reference", 0)
-        # the upper bound a perfect generator (share 0.5) would get with these reference sets
-        z = NormalDist().inv_cdf(0.5 + cfg.confidence / 2)
-        reach = 0.5 + z * se if se is not None and math.isfinite(se) else None
-        if ok:
-            text = (f"DCR share upper {pct}% bound {_fmt(hi)} <= {_fmt(cfg.dcr_share_max)} (point {_fmt(share)}, "
-                    f"n={n}, {n_ref} reference sequences per side): synthetic sequences are not closer to train "
-                    f"than to unseen holdout sequences")
-        elif dcr.get("ci_low", 0.0) > cfg.dcr_share_max:
-            text = (f"DCR share {pct}% interval [{_fmt(dcr['ci_low'])}, {_fmt(hi)}] lies above "
-                    f"{_fmt(cfg.dcr_share_max)}: synthetic sequences sit closer to train records than to unseen "
-                    f"ones (memorization)")
-        elif reach is not None and reach > cfg.dcr_share_max:
-            need = math.ceil(n_ref * (z * se / max(cfg.dcr_share_max - 0.5, 1e-9)) ** 2)
-            text = (f"{INSUFFICIENT}: with {n_ref} holdout sequences (entities) the DCR share {_fmt(share)} is known "
-                    f"only to +-{_fmt(z * se)}, so even a generator with share 0.5 would reach {_fmt(reach)} > "
-                    f"{_fmt(cfg.dcr_share_max)}; about {need} holdout entities are needed to decide (raise "
-                    f"split.holdout_fraction or release a table with more entities)")
-        elif share <= cfg.dcr_share_max:
-            text = (f"{INSUFFICIENT}: DCR share {_fmt(share)} but its upper {pct}% bound {_fmt(hi)} > "
-                    f"{_fmt(cfg.dcr_share_max)} with only {n} synthetic sequences; generate more to decide")
-        else:
-            text = (f"DCR share upper {pct}% bound {_fmt(hi)} > {_fmt(cfg.dcr_share_max)} (point {_fmt(share)}): "
-                    f"synthetic sequences sit closer to train records than to unseen ones (memorization)")
-        checks.append(Check("dcr_share", hi, cfg.dcr_share_max, "<=", ok, text, "privacy"))
+        checks.append(_share_check("dcr_share", "DCR share", dcr, cfg.dcr_share_max, cfg.confidence,
+                                   "synthetic sequences are not closer to train than to unseen holdout sequences",
+                                   "synthetic sequences sit closer to train records than to unseen ones (memorization)"))
+    parts = privacy.get("dcr_parts")
+    if cfg.dcr_parts_share_max is not None and parts is not None:
+        worst = parts["parts"][parts["worst"]]
+        summary = {"share": worst["share"], "ci_low": worst["ci_low"], "ci_high": worst["ci_high"], "se": worst["se"],
+                   "n_synthetic": dcr["n_synthetic"], "n_reference": dcr.get("n_reference", 0),
+                   "n_reference_units": dcr.get("n_reference_units")}
+        checks.append(_share_check(
+            "dcr_parts", f"worst DCR share by part ({parts['worst']}, of {parts['k']} parts)", summary,
+            cfg.dcr_parts_share_max, parts["confidence"],
+            "no part of the records (static attributes, dynamics, column subsets) is copied",
+            "a part of the records (see privacy.dcr_parts in metrics.json) sits closer to train than to unseen "
+            "entities: partial copies", pct_text=f"{100 * parts['confidence']:.1f}% (Bonferroni over {parts['k']} parts)"))
+    mia = privacy.get("membership")
+    if cfg.membership_auc_max is not None and mia is not None:
+        checks.append(_share_check(
+            "membership", "membership-inference AUC (distance attack)",
+            {"share": mia["auc"], "ci_low": mia["ci_low"], "ci_high": mia["ci_high"], "se": mia["se"],
+             "n_synthetic": dcr["n_synthetic"], "n_reference": mia["n_non_members"],
+             "n_reference_units": mia.get("non_member_units")},
+            cfg.membership_auc_max, cfg.confidence,
+            "an attacker holding the release cannot tell training entities from unseen ones",
+            "training entities sit closer to the release than unseen ones: membership can be inferred"))
     if cfg.exact_copies_max is not None:
         ec = privacy["exact_copies"]
         ok = ec["count"] <= cfg.exact_copies_max

@@ -99,6 +99,10 @@ CHECK_MEANING = {
     "evidence": "sequences in the smallest of the three tables",
     "dcr_share": "upper confidence bound of the share of synthetic sequences closer to train than to holdout "
                  "(0.5 = no memorization)",
+    "dcr_parts": "upper bound (Bonferroni over the parts) of the worst DCR share over parts of the records: static "
+                 "attributes, dynamics, column subsets (0.5 = no partial copy)",
+    "membership": "upper confidence bound of a distance membership-inference attack's AUC (0.5 = membership "
+                  "cannot be told)",
     "exact_copies": "synthetic sequences identical to a train sequence",
     "row_matches": "excess rate of synthetic rows equal to a train row over the holdout's own rate",
     "discriminative": "classifier |accuracy - 0.5| (0 = indistinguishable)",
@@ -491,6 +495,27 @@ def _metrics_table(result: EvaluationResult) -> str:
         f"</td><td class='num'>{_fmt(d.get('nndr_train_median'))}</td><td>higher is better; near 0: near-copies</td>"
         f"<td class='num'>[0, 1]</td><td>to holdout {_fmt(d.get('nndr_holdout_median'))}</td></tr>"
     )
+    parts = p.get("dcr_parts")
+    if parts is not None:
+        each = ", ".join(f"{html.escape(k)} {_fmt(v['share'])}" for k, v in parts["parts"].items())
+        rows.append(
+            f"<tr><td class='name'>dcr_parts</td><td>worst DCR share over parts of the records (whole entity, static "
+            f"attributes, dynamics, random column subsets): partial copies</td><td class='num'>"
+            f"{_fmt(parts['worst_share'])}</td><td>0.5 is ideal; higher means a part is copied</td>"
+            f"<td class='num'>[0, 1]</td><td>worst: {html.escape(parts['worst'])}, upper bound "
+            f"{_fmt(parts['worst_ci_high'])} at {_fmt(100 * parts['confidence'])}% (Bonferroni over {parts['k']} "
+            f"parts); {each}</td></tr>"
+        )
+    mia = p.get("membership")
+    if mia is not None:
+        rows.append(
+            f"<tr><td class='name'>membership</td><td>membership inference: AUC of an attacker flagging real entities "
+            f"close to a synthetic one as training members</td><td class='num'>{_fmt(mia['auc'])}</td>"
+            f"<td>0.5 is ideal; higher means membership leaks</td><td class='num'>[0, 1]</td>"
+            f"<td>{int(round(100 * mia['confidence']))}% interval [{_fmt(mia['ci_low'])}, {_fmt(mia['ci_high'])}]; "
+            f"true positives at {_fmt(100 * mia['fpr'])}% false positives: {_fmt(mia['tpr_at_fpr'])}; "
+            f"{mia['n_members']} members vs {mia['n_non_members']} non-members</td></tr>"
+        )
     ec, rm = p["exact_copies"], p["row_matches"]
     rows.append(f"<tr><td class='name'>exact_copies</td><td>whole synthetic sequences equal to a train sequence</td>"
                 f"<td class='num'>{ec['count']}</td><td>0 is required</td><td class='num'>"

@@ -67,6 +67,7 @@ class EncodedSet:
     row_hash: np.ndarray  # uint64 [N, T] (0 at padding)
     seq_hash: np.ndarray  # uint64 [N]
     static_varies: np.ndarray  # bool [N]: a static column is not constant within the sequence
+    units: np.ndarray  # int64 [N]: the privacy unit (entity) of each sequence; windows of one entity share it
 
     def __len__(self) -> int:
         return int(self.dyn.shape[0])
@@ -284,7 +285,8 @@ class Representation:
         enc = self._enc()
         sch = schema or self.schema
         T = enc.max_len
-        idx, lengths, _ = sequence_index(df, sch)
+        idx, lengths, ent = sequence_index(df, sch)
+        units = np.asarray(ent if sch.entity_key is not None else np.arange(len(idx)), np.int64)
         if idx.shape[1] > T:
             idx = idx[:, :T]
         elif idx.shape[1] < T:
@@ -340,5 +342,5 @@ class Representation:
         row_hash = np.where(present, rh[safe], np.uint64(0)).astype(np.uint64)
         return EncodedSet(
             name=name, dyn=dyn, static=static, present=present, lengths=lengths, num_observed=observed,
-            row_hash=row_hash, seq_hash=_sequence_hash(row_hash, lengths), static_varies=varies,
+            row_hash=row_hash, seq_hash=_sequence_hash(row_hash, lengths), static_varies=varies, units=units,
         )

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.stats import norm
 
 from synth_pipeline.evaluation.privacy.distances import search
@@ -73,6 +74,8 @@ class DCRResult:
     search: dict | None = None  # how each nearest-neighbour pass was computed and how exact it is
     se: float = float("nan")  # bootstrap standard error of the share (references + synthetic resampled)
     method: str = "bootstrap"
+    n_reference_units: int = 0  # privacy units (entities) behind the smaller reference set
+
 
     def summary(self) -> dict:
         def q(a: np.ndarray) -> dict:
@@ -84,6 +87,7 @@ class DCRResult:
         return {
             "n_synthetic": self.n_synthetic,
             "n_reference": self.n_reference,
+            "n_reference_units": self.n_reference_units,
             "share": self.share,
             "ci_low": self.ci_low,
             "ci_high": self.ci_high,
@@ -126,9 +130,14 @@ def dcr_audit(
     holdout: np.ndarray,
     confidence: float = 0.95,
     progress: Callable[[str], None] | None = None,
+    units: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     **block_kw,
 ) -> DCRResult:
-    """DCR share of ``synthetic`` [Ns, D] against equal-size ``train_sample`` and ``holdout`` [Nr, D]."""
+    """DCR share of ``synthetic`` [Ns, D] against equal-size ``train_sample`` and ``holdout`` [Nr, D].
+
+    ``units``: the privacy unit (entity) of every synthetic, train-sample and holdout vector. When
+    sequences are windows of entities, the windows of one entity are not independent evidence; the
+    bootstrap then resamples entities (default: every vector its own unit)."""
     results, infos = [], {}
     for label, ref in (("train sample", train_sample), ("holdout", holdout)):
         last = [-1]
@@ -150,12 +159,27 @@ def dcr_audit(
     wins = float(closer.sum()) + 0.5 * float(tie.sum())
     share = wins / n if n else float("nan")
     win = closer + 0.5 * tie
-    lo, hi, se = bootstrap_interval(win, i_tr[:, 0], len(train_sample), i_ho[:, 0], len(holdout), confidence)
+    if units is not None and all(len(np.unique(u)) == len(u) for u in units):
+        units = None  # every sequence its own unit: the plain per-sequence bootstrap
+    n_units = int(min(len(train_sample), len(holdout))) if units is None else int(
+        min(len(np.unique(units[1])), len(np.unique(units[2]))))
+    if units is None:
+        lo, hi, se = bootstrap_interval(win, i_tr[:, 0], len(train_sample), i_ho[:, 0], len(holdout), confidence)
+    else:
+        syn_u = _codes(units[0])[0] if n else None
+        lo, hi, se = bootstrap_interval(win, *_codes(np.asarray(units[1])[i_tr[:, 0]]),
+                                        *_codes(np.asarray(units[2])[i_ho[:, 0]]), confidence, syn_units=syn_u)
     return DCRResult(
         n_synthetic=n, n_reference=int(min(len(train_sample), len(holdout))), share=float(share),
         ci_low=lo, ci_high=hi, confidence=confidence, closer_to_train=int(closer.sum()), ties=int(tie.sum()),
         d_train=a, d_holdout=b, nndr_train=_nndr(d_tr), nndr_holdout=_nndr(d_ho), search=infos, se=se,
+        n_reference_units=n_units,
     )
+
+
+def _codes(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    codes, uniq = pd.factorize(np.asarray(labels), sort=False)
+    return codes.astype(np.int64), len(uniq)
 
 
 def _ties(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -163,19 +187,23 @@ def _ties(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_interval(win: np.ndarray, nn_train: np.ndarray, n_train: int, nn_holdout: np.ndarray, n_holdout: int,
-                       confidence: float = 0.95, replicates: int = BOOTSTRAP_REPLICATES,
-                       seed: int = 0) -> tuple[float, float, float]:
+                       confidence: float = 0.95, replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0,
+                       syn_units: np.ndarray | None = None) -> tuple[float, float, float]:
     """Interval ``share +- z * se`` of the DCR share (``win``: 1 closer to train, 0.5 tie, 0 closer
     to holdout, per synthetic sequence); ``se**2`` sums one-factor Poisson bootstraps over the
-    synthetic sequences, the train references and the holdout references (``nn_*``: each synthetic
-    sequence's nearest reference)."""
+    synthetic sequences (or their units, ``syn_units`` codes), the train references and the holdout
+    references (``nn_*``: each synthetic sequence's nearest reference, or that reference's unit
+    code; codes below ``n_*``)."""
     nq = len(win)
     if nq == 0:
         return 0.0, 1.0, float("nan")
     rng = np.random.default_rng(seed)
     share = float(win.mean())
     parts = []
-    for labels, n_levels in ((np.arange(nq), nq), (nn_train, n_train), (nn_holdout, n_holdout)):
+    factors = [(np.arange(nq), nq), (nn_train, n_train), (nn_holdout, n_holdout)]
+    if syn_units is not None:
+        factors.append((syn_units, int(syn_units.max()) + 1))
+    for labels, n_levels in factors:
         # the comparisons' totals per level of this factor, then reweighted levels
         tot = np.bincount(labels, weights=win, minlength=n_levels)
         cnt = np.bincount(labels, minlength=n_levels).astype(np.float64)
@@ -189,10 +217,12 @@ def bootstrap_interval(win: np.ndarray, nn_train: np.ndarray, n_train: int, nn_h
             den = w @ cnt
             shares[b0:b0 + bs] = np.where(den > 0, (w @ tot) / np.maximum(den, 1.0), np.nan)
         parts.append(float(np.nanvar(shares, ddof=1)))
-    v_syn, v_train, v_hold = parts
-    # crossed effects: win_i = mu + a_train(i) + b_holdout(i) + c_i. Each reference bootstrap also
-    # picks up the comparisons' own spread (~ Var(win) / N, which is what v_syn estimates), so the
-    # plain sum counts it three times; keep it once (and never below the synthetic-only variance)
-    se = float(np.sqrt(max(v_train + v_hold - v_syn, v_syn)))
+    v_own, v_train, v_hold = parts[:3]
+    v_syn = parts[3] if syn_units is not None else v_own
+    # crossed effects: win_i = mu + a_train(i) + b_holdout(i) + s_unit(i) + c_i. Every bootstrap also
+    # picks up the comparisons' own spread (~ Var(win) / N, which the per-sequence bootstrap v_own
+    # estimates), so the plain sum counts it three times; keep it once (and never below the
+    # synthetic-only variance)
+    se = float(np.sqrt(max(v_train + v_hold + v_syn - 2 * v_own, v_syn)))
     z = float(norm.ppf(0.5 + confidence / 2))
     return max(0.0, share - z * se), min(1.0, share + z * se), se
