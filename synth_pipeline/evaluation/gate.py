@@ -251,7 +251,7 @@ def decide(cfg: GateConfig, sizes: dict[str, int], fidelity: dict[str, Any], pri
         checks.append(_share_check(
             "dcr_parts", f"worst DCR share by part ({parts['worst']}, of {parts['k']} parts)", summary,
             cfg.dcr_parts_share_max, parts["confidence"],
-            "no part of the records (static attributes, dynamics, column subsets) is copied",
+            "neither the entity attributes nor the dynamics are copied (column subsets: reported in metrics.json)",
             "a part of the records (see privacy.dcr_parts in metrics.json) sits closer to train than to unseen "
             "entities: partial copies", pct_text=f"{100 * parts['confidence']:.1f}% (Bonferroni over {parts['k']} parts)"))
     mia = privacy.get("membership")

@@ -99,8 +99,8 @@ CHECK_MEANING = {
     "evidence": "sequences in the smallest of the three tables",
     "dcr_share": "upper confidence bound of the share of synthetic sequences closer to train than to holdout "
                  "(0.5 = no memorization)",
-    "dcr_parts": "upper bound (Bonferroni over the parts) of the worst DCR share over parts of the records: static "
-                 "attributes, dynamics, column subsets (0.5 = no partial copy)",
+    "dcr_parts": "upper bound (Bonferroni over the parts) of the worst DCR share over parts of the records: whole "
+                 "entity, static attributes, dynamics (0.5 = no partial copy)",
     "membership": "upper confidence bound of a distance membership-inference attack's AUC (0.5 = membership "
                   "cannot be told)",
     "exact_copies": "synthetic sequences identical to a train sequence",
@@ -500,7 +500,7 @@ def _metrics_table(result: EvaluationResult) -> str:
         each = ", ".join(f"{html.escape(k)} {_fmt(v['share'])}" for k, v in parts["parts"].items())
         rows.append(
             f"<tr><td class='name'>dcr_parts</td><td>worst DCR share over parts of the records (whole entity, static "
-            f"attributes, dynamics, random column subsets): partial copies</td><td class='num'>"
+            f"attributes, dynamics; random column subsets reported, not gated): partial copies</td><td class='num'>"
             f"{_fmt(parts['worst_share'])}</td><td>0.5 is ideal; higher means a part is copied</td>"
             f"<td class='num'>[0, 1]</td><td>worst: {html.escape(parts['worst'])}, upper bound "
             f"{_fmt(parts['worst_ci_high'])} at {_fmt(100 * parts['confidence'])}% (Bonferroni over {parts['k']} "

@@ -16,10 +16,14 @@ Parts (each only where it differs from the whole entity):
 * ``columns:<a,b,...>``: ``SUBSETS`` seeded random subsets of about half of the modelled columns
   (static or not), where there are at least three columns.
 
-Each part is a DCR share with the same bootstrap interval as the main one. Reporting the worst of
-k parts is a multiple comparison: the gate reads each part's interval at the Bonferroni level
-``1 - (1 - confidence) / k`` so a perfect generator fails no more often than with one share
-(measured in ``benchmarks/bench_gate.py``).
+Each part is a DCR share with the same bootstrap interval as the main one. The gate judges the
+worst of the entity, static and dynamics parts; that is a multiple comparison, so each part's
+interval is read at the Bonferroni level ``1 - (1 - confidence) / k``. The column subsets are
+reported (each share, the worst subset) but not gated: on slowly varying series (metro traffic's
+temperature and weather) neighbouring windows are alike, a subset's share varies more across entity
+splits than its bootstrap says (sd 0.033-0.036 against a mean se of 0.026 over 12 splits), and
+gating on them failed 30% of real unseen windows (``benchmarks/bench_gate.py``; the gated parts'
+spread matches their se: 0.025 vs 0.024).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from synth_pipeline.evaluation.privacy.dcr import dcr_audit
 from synth_pipeline.evaluation.representation import EncodedSet, Representation
 
 SUBSETS = 4  # random column subsets per audit (the fixed parts come on top)
+SUBSET = "columns:"
 
 
 def part_vectors(s: EncodedSet, dyn_idx: np.ndarray, static_idx: np.ndarray, compact: bool) -> np.ndarray:
@@ -72,7 +77,7 @@ def plan_parts(rep: Representation, seed: int = 0, subsets: int = SUBSETS) -> di
                 continue
             seen.add(pick)
             chosen = {columns[i] for i in pick}
-            parts["columns:" + ",".join(columns[i] for i in pick)] = (
+            parts[SUBSET + ",".join(columns[i] for i in pick)] = (
                 np.array([i for i, c in enumerate(dyn_cols) if c in chosen], np.int64),
                 np.array([i for i, c in enumerate(st_cols) if c in chosen], np.int64),
             )
@@ -97,7 +102,7 @@ def dcr_by_parts(
     """
     compact = synthetic.full_length and train_ref.full_length and holdout_ref.full_length
     plan = plan_parts(rep, seed)
-    k = len(plan) + 1
+    k = sum(not name.startswith(SUBSET) for name in plan) + 1  # the gated parts: entity, static, dynamics
     level = 1 - (1 - confidence) / k
     out: dict[str, dict] = {}
     for name, (di, si) in plan.items():
@@ -116,9 +121,14 @@ def dcr_by_parts(
     out = {"entity": {"share": entity["share"], "ci_low": lo, "ci_high": hi, "se": se,
                       "n_features": len(rep.features) + len(rep.static_features), "ties": entity.get("ties", 0),
                       "main_ci_high": entity["ci_high"], "main_z": z_main}} | out
-    worst = max(out, key=lambda n: (out[n]["ci_high"], out[n]["share"]))
+    gated = [n for n in out if not n.startswith(SUBSET)]
+    worst = max(gated, key=lambda n: (out[n]["ci_high"], out[n]["share"]))
+    subsets = [n for n in out if n.startswith(SUBSET)]
+    worst_subset = max(subsets, key=lambda n: (out[n]["ci_high"], out[n]["share"])) if subsets else None
     return {"parts": out, "worst": worst, "worst_share": out[worst]["share"], "worst_ci_high": out[worst]["ci_high"],
-            "worst_se": out[worst]["se"], "confidence": level, "k": k}
+            "worst_se": out[worst]["se"], "confidence": level, "k": k, "gated": gated,
+            "worst_subset": worst_subset,
+            "worst_subset_share": out[worst_subset]["share"] if worst_subset else None}
 
 
 def _z(confidence: float) -> float:
