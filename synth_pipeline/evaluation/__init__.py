@@ -9,6 +9,11 @@ train *of the holdout's size* (the DCR share is only centred on 0.5 when both re
 equally large). When train is the smaller set, the holdout is subsampled to train's size instead.
 The fidelity metrics compare synthetic sequences with that same train sample. Sizes further apart
 than ``GateConfig.max_size_ratio`` are refused as bad input.
+
+Sharding (``sharded.py``): ``evaluate`` is ``prepare_audit`` + one ``audit_shard`` over the whole
+synthetic table + ``merge_audit``; a release audits each generated part as its own shard (an Airflow
+mapped task each) and merges them, with the same privacy numbers. The fidelity metrics see a seeded
+sample of at most ``GateConfig.max_sequences`` synthetic sequences (all of them, in order, below that).
 """
 
 from __future__ import annotations
@@ -24,21 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.evaluation.fidelity import MetricContext, MetricResult, default_metrics
-from synth_pipeline.evaluation.fidelity._gru import TrainSettings
-from synth_pipeline.evaluation.fidelity.base import Metric, sample_index
-from synth_pipeline.evaluation.gate import GateConfig, GateResult, decide
-from synth_pipeline.evaluation.inputs import (
-    EvaluationInputError,
-    LeakageError,
-    describe_inputs,
-    prepare_inputs,
-    read_table,
-)
-from synth_pipeline.evaluation.privacy import DCRResult, dcr_audit, exact_copies, row_matches
-from synth_pipeline.evaluation.privacy.membership import distance_attack
-from synth_pipeline.evaluation.privacy.parts import dcr_by_parts
-from synth_pipeline.evaluation.representation import EncodedSet, Representation
+from synth_pipeline.evaluation.fidelity import MetricResult
+from synth_pipeline.evaluation.fidelity.base import Metric
+from synth_pipeline.evaluation.gate import GateConfig, GateResult
+from synth_pipeline.evaluation.inputs import EvaluationInputError, LeakageError, read_table
 from synth_pipeline.schema import DatasetSchema
 from synth_pipeline.transformers.protection import RARE_TOKEN, Protection
 
@@ -143,102 +137,15 @@ def evaluate(
     numeric marginals in data units only inside the range it protects (the model's own range when
     the model was fitted on the same train table with these settings).
     """
+    from synth_pipeline.evaluation.sharded import audit_shard, merge_audit, prepare_audit
+
     say = _progress_fn(progress)
-    timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    if not isinstance(schema, DatasetSchema):
-        schema = DatasetSchema.from_yaml(schema)
-    if gate_config is None:
-        cfg = GateConfig()
-    elif isinstance(gate_config, GateConfig):
-        cfg = gate_config
-    elif isinstance(gate_config, dict):
-        cfg = GateConfig.from_dict(gate_config)
-    else:
-        cfg = GateConfig.from_yaml(gate_config)
-
-    t = time.perf_counter()
-    prepared = prepare_inputs(train_df, holdout_df, synthetic_df, schema, cfg.max_size_ratio, rare_tokens)
-    rep = Representation(schema).fit(prepared.frames["train"], prepared.layouts["train"])
-    sets: dict[str, EncodedSet] = {
-        role: rep.transform(prepared.frames[role], role, prepared.layouts[role]) for role in prepared.frames
-    }
-    timings["encode"] = time.perf_counter() - t
-    train, holdout, syn = sets["train"], sets["holdout"], sets["synthetic"]
-    if say:
-        say(f"encoded {len(train)} train, {len(holdout)} holdout, {len(syn)} synthetic sequences "
-            f"({rep.T} steps, {train.dyn.shape[2]} step + {train.static.shape[1]} static features)")
-
-    rng = np.random.default_rng([seed, 3])
-    n_ref = min(len(train), len(holdout))
-    train_ref = train.subset(sample_index(len(train), n_ref, rng), "train sample")
-    holdout_ref = holdout.subset(sample_index(len(holdout), n_ref, rng), "holdout")
-    balance = {
-        "reference_size": n_ref,
-        "train_subsampled": len(train) > n_ref,
-        "holdout_subsampled": len(holdout) > n_ref,
-        "rule": "DCR and fidelity use a random train sample of the holdout's size (or the holdout subsampled "
-                "to train's size when train is smaller); exact-copy and row-match checks use all of train",
-    }
-
-    t = time.perf_counter()
-    if say:
-        n_q = min(len(syn), cfg.audit_max_synthetic or len(syn))
-        say(f"memorization audit: {n_q} synthetic x {n_ref} train-sample and {n_ref} holdout sequences")
-    compact = syn.full_length and train_ref.full_length and holdout_ref.full_length
-    syn_dcr = syn
-    if cfg.audit_max_synthetic is not None and len(syn) > cfg.audit_max_synthetic:
-        syn_dcr = syn.subset(sample_index(len(syn), cfg.audit_max_synthetic, np.random.default_rng([seed, 5])))
-    units = (syn_dcr.units, train_ref.units, holdout_ref.units)
-    dcr: DCRResult = dcr_audit(
-        syn_dcr.flat(compact), train_ref.flat(compact), holdout_ref.flat(compact), cfg.confidence, progress=say,
-        units=units,
-    )
-    privacy = {
-        "dcr": dcr.summary() | {"synthetic_sequences_total": len(syn)},
-        "exact_copies": exact_copies(syn, train),
-        "row_matches": row_matches(syn, train, holdout),
-    }
-    if cfg.dcr_parts_share_max is not None or cfg.report_all_privacy:
-        privacy["dcr_parts"] = dcr_by_parts(rep, syn_dcr, train_ref, holdout_ref, privacy["dcr"], cfg.confidence,
-                                            seed, progress=say)
-    if cfg.membership_auc_max is not None or cfg.report_all_privacy:
-        if say:
-            say(f"membership inference: {n_ref} members and {n_ref} non-members against {len(syn_dcr)} synthetic")
-        privacy["membership"] = distance_attack(syn_dcr.flat(compact), train_ref.flat(compact),
-                                                holdout_ref.flat(compact), cfg.confidence, train_ref.units,
-                                                holdout_ref.units)
-    timings["privacy"] = time.perf_counter() - t
-
-    ctx = MetricContext(
-        rep=rep, seed=seed, n_seeds=cfg.seeds, max_sequences=cfg.max_sequences, holdout=holdout_ref,
-        train=TrainSettings(**cfg.classifier), progress=say,
-    )
-    results: dict[str, MetricResult] = {}
-    for m in metrics if metrics is not None else default_metrics():
-        t = time.perf_counter()
-        if say:
-            say(f"fidelity: {m.name}")
-        results[m.name] = m.compute(train_ref, syn, ctx)
-        timings[m.name] = time.perf_counter() - t
-
-    sizes = {role: len(sets[role]) for role in sets}
-    gate = decide(cfg, sizes, results, privacy)
-    timings["total"] = time.perf_counter() - t_all
-    result = EvaluationResult(
-        gate=gate, metrics=results, privacy=privacy, sizes=describe_inputs(prepared), balance=balance,
-        representation={
-            "sequence_length": rep.T, "step_features": int(train.dyn.shape[2]),
-            "static_features": int(train.static.shape[1]),
-            "distance_dimensions": int(train_ref.flat(compact).shape[1]),
-            "fitted_on": "train", "encoder": "TableEncoder(levels=False) knots, continuous quantile-normal map",
-        },
-        timings=timings, dataset=schema.name, schema_fingerprint=schema.fingerprint(), seed=seed, gate_config=cfg,
-        artifacts={"rep": rep, "real": train_ref, "synthetic": syn, "dcr": dcr,
-                   "ranges": protected_ranges(prepared.frames["train"], schema, protection or Protection())},
-    )
-    if say:
-        say(f"gate {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
+    prep = prepare_audit(train_df, holdout_df, schema, gate_config, seed, rare_tokens=rare_tokens,
+                         protection=protection, progress=say, synthetic_df=synthetic_df)
+    shard = audit_shard(prep, synthetic_df, progress=say)
+    result = merge_audit(prep, [shard], metrics=metrics, progress=say)
+    result.timings["total"] = time.perf_counter() - t_all
     if out_dir is not None:
         write_outputs(result, out_dir, progress=say)
     return result

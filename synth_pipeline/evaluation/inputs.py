@@ -117,9 +117,16 @@ def _check_columns(df: pd.DataFrame, schema: DatasetSchema, role: str) -> None:
         raise EvaluationInputError(f"{role} table has duplicate column name(s) {dup}")
 
 
-def _check_dtypes(df: pd.DataFrame, train: pd.DataFrame, schema: DatasetSchema, role: str) -> None:
+def train_families(train: pd.DataFrame, schema: DatasetSchema) -> dict[str, str]:
+    """The type family of every modelled train column (what :func:`_check_dtypes` compares with)."""
+    return {spec.name: _family(train[spec.name]) for spec in schema.modelled}
+
+
+def _check_dtypes(df: pd.DataFrame, train: pd.DataFrame | dict[str, str], schema: DatasetSchema, role: str) -> None:
     """Modelled columns must have the same type family as the schema (or train): numbers stay
-    numbers, text stays text. Int vs float is fine (an integer column with gaps is float)."""
+    numbers, text stays text. Int vs float is fine (an integer column with gaps is float).
+    ``train``: the train frame, or its :func:`train_families`."""
+    families = train if isinstance(train, dict) else None
     bad = []
     for spec in schema.modelled:
         s = df[spec.name]
@@ -131,7 +138,7 @@ def _check_dtypes(df: pd.DataFrame, train: pd.DataFrame, schema: DatasetSchema, 
             want = "datetime"
             ok = fam in ("datetime", "text")
         else:
-            want = _spec_family(spec) or _family(train[spec.name])
+            want = _spec_family(spec) or (families[spec.name] if families is not None else _family(train[spec.name]))
             ok = fam == want or (s.isna().all())
         if not ok:
             bad.append(f"'{spec.name}' is {s.dtype} ({fam}) but the schema/train have {want} values")
@@ -168,42 +175,37 @@ def prepare_inputs(
     train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.DataFrame, schema: DatasetSchema,
     max_size_ratio: float, rare_tokens: tuple[str, ...] = (RARE_TOKEN,),
 ) -> PreparedInputs:
-    raw = {"train": train, "holdout": holdout, "synthetic": synthetic}
+    real = prepare_real(train, holdout, schema, max_size_ratio, synthetic=synthetic)
+    frame, layout, n_syn = prepare_synthetic(synthetic, schema, train_families(real.frames["train"], schema),
+                                             rare_tokens)
+    real.frames["synthetic"], real.layouts["synthetic"], real.n_sequences["synthetic"] = frame, layout, n_syn
+    return PreparedInputs(frames={r: real.frames[r] for r in ROLES}, layouts={r: real.layouts[r] for r in ROLES},
+                          n_sequences={r: real.n_sequences[r] for r in ROLES})
+
+
+def prepare_real(
+    train: pd.DataFrame, holdout: pd.DataFrame, schema: DatasetSchema, max_size_ratio: float,
+    synthetic: pd.DataFrame | None = None,
+) -> PreparedInputs:
+    """Check and type train and holdout (``frames`` / ``layouts`` / ``n_sequences`` of those two);
+    ``synthetic``, when given, has its columns checked first (the order of the unsharded checks)."""
+    raw = {"train": train, "holdout": holdout}
+    if synthetic is not None:
+        raw["synthetic"] = synthetic
     for role, df in raw.items():
         if not isinstance(df, pd.DataFrame):
             raise EvaluationInputError(f"{role} must be a pandas DataFrame, got {type(df).__name__}")
         _check_columns(df, schema, role)
         if len(df) == 0:
             raise EvaluationInputError(f"{role} table is empty (no rows); nothing to evaluate")
-    for role in ("holdout", "synthetic"):
-        _check_dtypes(raw[role], train, schema, role)
-    empty = [c.name for c in schema.modelled if synthetic[c.name].isna().all()]
-    if empty:
-        raise EvaluationInputError(
-            f"synthetic column(s) {empty} contain only missing values; the generator produced no values "
-            f"for them: fix the model or the export, or mark the column 'ignore' in the schema for all tables"
-        )
+    raw.pop("synthetic", None)
+    _check_dtypes(holdout, train, schema, "holdout")
     frames: dict[str, pd.DataFrame] = {}
     layouts: dict[str, DatasetSchema] = {}
     for role, df in raw.items():
-        layout = sequence_layout(schema, df)
-        df = _parse_time(df, schema, role)
-        try:
-            frames[role] = coerce(df, layout, source=f"{role} table")
-        except SynthPipelineError as e:
-            if isinstance(e, EvaluationInputError):
-                raise
-            raise EvaluationInputError(str(e)) from None
-        layouts[role] = layout
-    check_synthetic_values(frames["synthetic"], schema, rare_tokens)
+        frames[role], layouts[role] = _typed(df, schema, role)
     _check_leakage(frames, schema)
-    counts = {}
-    for role in ROLES:
-        try:
-            idx, _, _ = sequence_index(frames[role], layouts[role])
-        except SynthPipelineError as e:
-            raise EvaluationInputError(f"{role} table: {e}") from None
-        counts[role] = int(idx.shape[0])
+    counts = {role: _count(frames[role], layouts[role], role) for role in raw}
     big, small = max(counts["train"], counts["holdout"]), min(counts["train"], counts["holdout"])
     if big > max_size_ratio * max(small, 1):
         raise EvaluationInputError(
@@ -214,6 +216,59 @@ def prepare_inputs(
             f"holdout_fraction between 0.05 and 0.5, or raise max_size_ratio in the gate config"
         )
     return PreparedInputs(frames=frames, layouts=layouts, n_sequences=counts)
+
+
+def prepare_synthetic(
+    synthetic: pd.DataFrame, schema: DatasetSchema, families: dict[str, str],
+    rare_tokens: tuple[str, ...] = (RARE_TOKEN,), *, whole: bool = True,
+) -> tuple[pd.DataFrame, DatasetSchema, int]:
+    """Check and type a synthetic table (or one shard of it): ``(frame, layout, n_sequences)``.
+    ``families``: :func:`train_families`. A column with only missing values is refused, in a shard
+    (``whole=False``) too: its values cannot be typed (use fewer, larger shards if a sparse column
+    leaves one shard without values)."""
+    if not isinstance(synthetic, pd.DataFrame):
+        raise EvaluationInputError(f"synthetic must be a pandas DataFrame, got {type(synthetic).__name__}")
+    _check_columns(synthetic, schema, "synthetic")
+    if len(synthetic) == 0:
+        raise EvaluationInputError("synthetic table is empty (no rows); nothing to evaluate")
+    _check_dtypes(synthetic, families, schema, "synthetic")
+    check_missing_columns(missing_columns(synthetic, schema), "" if whole else "this shard of the ")
+    frame, layout = _typed(synthetic, schema, "synthetic")
+    check_synthetic_values(frame, schema, rare_tokens)
+    return frame, layout, _count(frame, layout, "synthetic")
+
+
+def missing_columns(synthetic: pd.DataFrame, schema: DatasetSchema) -> list[str]:
+    """Modelled columns of a synthetic table (or shard) holding only missing values."""
+    return [c.name for c in schema.modelled if synthetic[c.name].isna().all()]
+
+
+def check_missing_columns(empty: list[str], where: str = "") -> None:
+    if empty:
+        raise EvaluationInputError(
+            f"{where}synthetic column(s) {empty} contain only missing values; the generator produced no values "
+            f"for them: fix the model or the export, or mark the column 'ignore' in the schema for all tables"
+            + ("; a sparse column may also need fewer, larger shards" if where else "")
+        )
+
+
+def _typed(df: pd.DataFrame, schema: DatasetSchema, role: str) -> tuple[pd.DataFrame, DatasetSchema]:
+    layout = sequence_layout(schema, df)
+    df = _parse_time(df, schema, role)
+    try:
+        return coerce(df, layout, source=f"{role} table"), layout
+    except SynthPipelineError as e:
+        if isinstance(e, EvaluationInputError):
+            raise
+        raise EvaluationInputError(str(e)) from None
+
+
+def _count(frame: pd.DataFrame, layout: DatasetSchema, role: str) -> int:
+    try:
+        idx, _, _ = sequence_index(frame, layout)
+    except SynthPipelineError as e:
+        raise EvaluationInputError(f"{role} table: {e}") from None
+    return int(idx.shape[0])
 
 
 def check_synthetic_values(df: pd.DataFrame, schema: DatasetSchema,

@@ -138,6 +138,20 @@ def dcr_audit(
     ``units``: the privacy unit (entity) of every synthetic, train-sample and holdout vector. When
     sequences are windows of entities, the windows of one entity are not independent evidence; the
     bootstrap then resamples entities (default: every vector its own unit)."""
+    d_tr, i_tr, d_ho, i_ho, infos = dcr_neighbours(synthetic, train_sample, holdout, progress, **block_kw)
+    return dcr_from_neighbours(d_tr, i_tr, d_ho, i_ho, len(train_sample), len(holdout), confidence, units, infos)
+
+
+def dcr_neighbours(
+    synthetic: np.ndarray,
+    train_sample: np.ndarray,
+    holdout: np.ndarray,
+    progress: Callable[[str], None] | None = None,
+    **block_kw,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Each synthetic vector's 2 nearest train-sample and holdout vectors: ``(d_train, i_train,
+    d_holdout, i_holdout, search infos)``. Every row depends only on its own query, so shards of
+    the synthetic set give the rows of one search over all of them."""
     results, infos = [], {}
     for label, ref in (("train sample", train_sample), ("holdout", holdout)):
         last = [-1]
@@ -152,6 +166,24 @@ def dcr_audit(
         results.append((dist, idx))
         infos[label.replace(" ", "_")] = info.to_dict()
     (d_tr, i_tr), (d_ho, i_ho) = results
+    return d_tr, i_tr, d_ho, i_ho, infos
+
+
+def dcr_from_neighbours(
+    d_tr: np.ndarray,
+    i_tr: np.ndarray,
+    d_ho: np.ndarray,
+    i_ho: np.ndarray,
+    n_train: int,
+    n_holdout: int,
+    confidence: float = 0.95,
+    units: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    infos: dict | None = None,
+) -> DCRResult:
+    """The DCR share and its interval from each synthetic vector's nearest train-sample and holdout
+    references (distances ``d_*`` [Ns, k] ascending, indices ``i_*``; k = 2 gives the NNDR, k = 1
+    leaves it NaN). A sharded audit concatenates the shards' neighbours in order and calls this:
+    the same share and interval as one search over every synthetic vector."""
     a, b = d_tr[:, 0], d_ho[:, 0]
     tie = _ties(a, b)
     closer = (a < b) & ~tie
@@ -161,16 +193,16 @@ def dcr_audit(
     win = closer + 0.5 * tie
     if units is not None and all(len(np.unique(u)) == len(u) for u in units):
         units = None  # every sequence its own unit: the plain per-sequence bootstrap
-    n_units = int(min(len(train_sample), len(holdout))) if units is None else int(
+    n_units = int(min(n_train, n_holdout)) if units is None else int(
         min(len(np.unique(units[1])), len(np.unique(units[2]))))
     if units is None:
-        lo, hi, se = bootstrap_interval(win, i_tr[:, 0], len(train_sample), i_ho[:, 0], len(holdout), confidence)
+        lo, hi, se = bootstrap_interval(win, i_tr[:, 0], n_train, i_ho[:, 0], n_holdout, confidence)
     else:
         syn_u = _codes(units[0])[0] if n else None
         lo, hi, se = bootstrap_interval(win, *_codes(np.asarray(units[1])[i_tr[:, 0]]),
                                         *_codes(np.asarray(units[2])[i_ho[:, 0]]), confidence, syn_units=syn_u)
     return DCRResult(
-        n_synthetic=n, n_reference=int(min(len(train_sample), len(holdout))), share=float(share),
+        n_synthetic=n, n_reference=int(min(n_train, n_holdout)), share=float(share),
         ci_low=lo, ci_high=hi, confidence=confidence, closer_to_train=int(closer.sum()), ties=int(tie.sum()),
         d_train=a, d_holdout=b, nndr_train=_nndr(d_tr), nndr_holdout=_nndr(d_ho), search=infos, se=se,
         n_reference_units=n_units,

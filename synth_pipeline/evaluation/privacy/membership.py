@@ -65,8 +65,20 @@ def distance_attack(synthetic: np.ndarray, members: np.ndarray, non_members: np.
                     non_member_units: np.ndarray | None = None) -> dict:
     """Run the attack on flat distance vectors ([N, D] each, same layout); ``*_units``: the
     privacy unit of each real vector when sequences are windows of entities."""
-    d_mem = search(members, synthetic, k=1)[0][:, 0]
-    d_non = search(non_members, synthetic, k=1)[0][:, 0]
+    d_mem, d_non = nearest_synthetic(synthetic, members, non_members)
+    return attack_from_distances(d_mem, d_non, confidence, member_units, non_member_units)
+
+
+def nearest_synthetic(synthetic: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each member's and non-member's distance to its nearest synthetic vector. Over shards of the
+    synthetic set, the elementwise minimum of the shards' distances is the same distance."""
+    return search(members, synthetic, k=1)[0][:, 0], search(non_members, synthetic, k=1)[0][:, 0]
+
+
+def attack_from_distances(d_mem: np.ndarray, d_non: np.ndarray, confidence: float = 0.95,
+                          member_units: np.ndarray | None = None, non_member_units: np.ndarray | None = None) -> dict:
+    """The attack's AUC, interval, advantage and TPR at 5% FPR from the real records' distances to
+    their nearest synthetic record."""
     auc, se = auc_delong(-d_mem, -d_non, member_units, non_member_units)
     z = float(norm.ppf(0.5 + confidence / 2))
     thr = float(np.quantile(d_non, FPR)) if len(d_non) else float("nan")

@@ -32,7 +32,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from synth_pipeline.evaluation.privacy.dcr import dcr_audit
+from synth_pipeline.evaluation.privacy.dcr import dcr_from_neighbours
+from synth_pipeline.evaluation.privacy.distances import search
 from synth_pipeline.evaluation.representation import EncodedSet, Representation
 
 SUBSETS = 4  # random column subsets per audit (the fixed parts come on top)
@@ -100,16 +101,54 @@ def dcr_by_parts(
     "worst_share", "worst_ci_high", "confidence": the per-part (Bonferroni) level, "k"}``; the
     ``entity`` entry keeps the main audit's own confidence.
     """
+    neighbours = part_neighbours(rep, synthetic, train_ref, holdout_ref, seed, progress)
+    return parts_from_neighbours(rep, neighbours, (synthetic.units, train_ref.units, holdout_ref.units),
+                                 len(train_ref), len(holdout_ref), entity, confidence, seed)
+
+
+def part_neighbours(
+    rep: Representation,
+    synthetic: EncodedSet,
+    train_ref: EncodedSet,
+    holdout_ref: EncodedSet,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Part name -> each synthetic sequence's nearest train-sample and holdout reference on that part:
+    ``(d_train, i_train, d_holdout, i_holdout)``, each [Ns] (the first column of a k = 2 search, as
+    the DCR share uses). Shards of the synthetic set concatenate these in order."""
     compact = synthetic.full_length and train_ref.full_length and holdout_ref.full_length
+    out = {}
+    for name, (di, si) in plan_parts(rep, seed).items():
+        if progress:
+            progress(f"DCR by parts: {name} ({len(di)} step + {len(si)} static features)")
+        q, tr, ho = (part_vectors(s, di, si, compact) for s in (synthetic, train_ref, holdout_ref))
+        d_tr, i_tr, _ = search(q, tr, k=2)
+        d_ho, i_ho, _ = search(q, ho, k=2)
+        out[name] = (d_tr[:, 0], i_tr[:, 0], d_ho[:, 0], i_ho[:, 0])
+    return out
+
+
+def parts_from_neighbours(
+    rep: Representation,
+    neighbours: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    units: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_train: int,
+    n_holdout: int,
+    entity: dict,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """:func:`dcr_by_parts` from the parts' nearest references (:func:`part_neighbours`; a sharded
+    audit concatenates the shards' in order)."""
     plan = plan_parts(rep, seed)
     k = sum(not name.startswith(SUBSET) for name in plan) + 1  # the gated parts: entity, static, dynamics
     level = 1 - (1 - confidence) / k
     out: dict[str, dict] = {}
     for name, (di, si) in plan.items():
-        if progress:
-            progress(f"DCR by parts: {name} ({len(di)} step + {len(si)} static features)")
-        r = dcr_audit(*(part_vectors(s, di, si, compact) for s in (synthetic, train_ref, holdout_ref)), level,
-                      units=(synthetic.units, train_ref.units, holdout_ref.units))
+        d_tr, i_tr, d_ho, i_ho = neighbours[name]
+        r = dcr_from_neighbours(d_tr[:, None], i_tr[:, None], d_ho[:, None], i_ho[:, None], n_train, n_holdout,
+                                level, units=units)
         out[name] = {"share": r.share, "ci_low": r.ci_low, "ci_high": r.ci_high, "se": r.se,
                      "n_features": int(len(di) + len(si)), "ties": r.ties}
     # the entity part at the Bonferroni level too (same se, wider z), so the worst compares like with like
