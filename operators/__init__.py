@@ -24,7 +24,8 @@ def get_provider_info() -> dict[str, Any]:
 _EXPORTS = {
     "SyntheticStageOperator": "stages", "SyntheticIngestOperator": "stages", "SyntheticValidateOperator": "stages",
     "SyntheticTrainOperator": "stages", "SyntheticGenerateOperator": "stages",
-    "SyntheticPlanGenerationOperator": "stages", "SyntheticGenerateShardOperator": "stages", "SyntheticEvaluateOperator": "stages",
+    "SyntheticPlanGenerationOperator": "stages", "SyntheticGenerateShardOperator": "stages",
+    "SyntheticPrepareAuditOperator": "stages", "SyntheticAuditShardOperator": "stages", "SyntheticEvaluateOperator": "stages",
     "SyntheticPublishOperator": "stages", "synthetic_release": "factory", "release_dag": "factory",
     "release_dags": "factory", "release_asset": "factory", "read_settings": "factory",
     "check_configs": "factory",

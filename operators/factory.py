@@ -1,7 +1,8 @@
 """The release chain as a TaskGroup to drop into any DAG, and one nightly DAG per dataset config.
 
-``synthetic_release(config, upstream=load)`` puts ingest -> validate -> train -> generate ->
-evaluate -> publish after an existing task; ``release_dag(config)`` builds the standalone
+``synthetic_release(config, upstream=load)`` puts ingest -> validate -> train -> generate (mapped
+shards) -> prepare_audit -> audit_shard (mapped over the same shards) -> evaluate -> publish after
+an existing task; ``release_dag(config)`` builds the standalone
 ``synthetic_release_<dataset>`` DAG; ``release_dags(folder)`` builds one per healthy YAML config in
 a folder, and ``check_configs(folder)`` raises one error naming each broken config. The two are
 called from two DAG files: Airflow marks *every* DAG of a file that has an import error as stale
@@ -26,11 +27,13 @@ from airflow.sdk import DAG, Asset, TaskGroup
 from airflow.sdk.exceptions import AirflowTimetableInvalid
 from synth_pipeline.operators.stages import (
     DEFAULT_LOGICAL_DATE,
+    SyntheticAuditShardOperator,
     SyntheticEvaluateOperator,
     SyntheticGenerateOperator,
     SyntheticGenerateShardOperator,
     SyntheticIngestOperator,
     SyntheticPlanGenerationOperator,
+    SyntheticPrepareAuditOperator,
     SyntheticPublishOperator,
     SyntheticTrainOperator,
     SyntheticValidateOperator,
@@ -103,7 +106,8 @@ def release_asset(dataset: str) -> Asset:
 
 def _chain(s: DagSettings, *, logical_date: str, release_root: str | None, tracking_uri: str | None,
            queue: str | None, pool: str | None, executor_config: dict | None, overwrite: bool) -> tuple[Any, Any]:
-    """Create the tasks (generate fanned out over mapped shards) in the current DAG / TaskGroup context; return (first, last)."""
+    """Create the tasks (generate and the audit fanned out over mapped shards) in the current DAG / TaskGroup
+    context; return (first, last)."""
     common = dict(config=str(s.path), logical_date=logical_date, release_root=release_root,
                   tracking_uri=tracking_uri)
     routing: dict[str, Any] = {"queue": queue or s.queue, "pool": pool or s.pool, "executor_config": executor_config}
@@ -115,9 +119,12 @@ def _chain(s: DagSettings, *, logical_date: str, release_root: str | None, track
     shards = SyntheticGenerateShardOperator.partial(task_id="generate_shard", **common, **routing).expand(
         shard=plan.output)  # one mapped task instance per shard (Airflow's executors fan out)
     generate = SyntheticGenerateOperator(task_id="generate", **common, **routing)
+    prepare = SyntheticPrepareAuditOperator(task_id="prepare_audit", **common)
+    audits = SyntheticAuditShardOperator.partial(task_id="audit_shard", **common, **routing).expand(
+        shard=plan.output)  # the audit fans out over the same shards; evaluate merges
     evaluate = SyntheticEvaluateOperator(task_id="evaluate", **common)
     publish = SyntheticPublishOperator(task_id="publish", outlets=[release_asset(s.name)], **common)
-    ingest >> validate >> train >> plan >> shards >> generate >> evaluate >> publish
+    ingest >> validate >> train >> plan >> shards >> generate >> prepare >> audits >> evaluate >> publish
     return ingest, publish
 
 
@@ -135,7 +142,7 @@ def synthetic_release(
     overwrite: bool = False,
 ) -> TaskGroup:
     """The whole release chain as a TaskGroup in the current DAG, after ``upstream`` if given.
-    ``queue`` / ``pool`` / ``executor_config`` route train and generate (default: the config's
+    ``queue`` / ``pool`` / ``executor_config`` route train, generate and the audit shards (default: the config's
     ``airflow.queue`` / ``airflow.pool``)."""
     s = read_settings(config)
     with TaskGroup(group_id=group_id or f"synthetic_release_{s.name}") as tg:

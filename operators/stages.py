@@ -14,7 +14,7 @@ Failures: bad input (config, schema, data validation, PII) and a failed gate rai
 checks and the report's MLflow URI, and the quarantine record already exists. Other errors
 (I/O: an unreachable tracking server, a busy file system) propagate and are retried where the
 operator has retries: ingest and publish retry with exponential backoff, the compute stages
-(validate, train, generate, evaluate) do not.
+(validate, train, generate, the audit, evaluate) do not.
 """
 
 from __future__ import annotations
@@ -147,8 +147,33 @@ class SyntheticGenerateOperator(SyntheticStageOperator):
     stage = "generate"
 
 
+class SyntheticPrepareAuditOperator(SyntheticStageOperator):
+    """Fits the audit's representation on train and stages the reference vectors for the audit shards."""
+
+    stage = "prepare_audit"
+
+
+class SyntheticAuditShardOperator(SyntheticStageOperator):
+    """Audits one generated part (nearest references, membership distances, exact copies) into a small
+    npz in staging; map it over the generate shards with ``.expand(shard=plan.output)``."""
+
+    stage = "audit_shard"
+
+    def __init__(self, *, shard: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shard = shard
+
+    def call_library(self, context: Any) -> Any:
+        from synth_pipeline import stages
+
+        return stages.audit_shard(self.config, self.logical_date, shard=self.shard,
+                                  release_root=self.release_root or None, tracking_uri=self.tracking_uri or None,
+                                  attempt=_attempt(context), progress=self.log.info)
+
+
 class SyntheticEvaluateOperator(SyntheticStageOperator):
-    """Audits the synthetic table and applies the release gate (fails the task when it fails)."""
+    """Merges the audit shards (auditing any a mapped task did not) and applies the release gate
+    (fails the task when it fails)."""
 
     stage = "evaluate"
 

@@ -62,6 +62,7 @@ from synth_pipeline.privacy import redact
 STAGING = ".staging"
 STAGES = ("ingest", "validate", "train", "generate", "evaluate", "publish")
 SHARDS_DIR = "shards"  # generate parts: part-NNNNN.parquet, one per shard (see shards.py)
+AUDIT_DIR = "audit"  # prepared.pkl + audit-NNNNN.npz, one per shard (see evaluation/sharded.py)
 DEPENDENCY_FILE = "dependency.json"  # aggregates over generated sequences only
 DEPENDENCY_SEQUENCES, DEPENDENCY_MAX_STEPS = 32, 128
 REPORT_FILES = {"report/report.html": "report.html", "report/metrics.json": "metrics.json",
@@ -553,17 +554,89 @@ def generate(config: Any, logical_date: Any, *, release_root: str | Path | None 
             "parts": len(entries), "seconds": round(dt, 2), "dataset": st.cfg.name, "release_id": st.release_id}
 
 
+def _prepare_audit(st: Stage, progress: Progress) -> Any:
+    """Fit the audit's representation on the staged train table and draw its references; stage them."""
+    from synth_pipeline.evaluation.sharded import SHARD_FILE, prepare_audit, save_prep
+
+    cfg = st.cfg
+    prep = prepare_audit(st.read_frame("train.parquet"), st.read_frame("holdout.parquet"), cfg.schema,
+                         cfg.gate_config(), cfg.seed, rare_tokens=(cfg.model_config().rare_token,),
+                         protection=cfg.model_config().protection(), progress=st.say if progress else None)
+    folder = st.path(AUDIT_DIR)
+    for old in folder.glob(SHARD_FILE.replace("{:05d}", "*")) if folder.is_dir() else []:
+        old.unlink()  # audited against an earlier preparation
+    save_prep(prep, folder)
+    return prep
+
+
+def _audit_part(st: Stage, prep: Any, spec: Any, n_parts: int, progress: Progress) -> dict[str, Any]:
+    """Audit one generated part against the prepared references; stage its npz."""
+    from synth_pipeline.evaluation.sharded import audit_shard, save_shard
+
+    part = st.read_frame(f"{SHARDS_DIR}/{spec.part_name}")
+    out = audit_shard(prep, part, index=spec.index, start=spec.start, total=spec.n_total, count=spec.count,
+                      whole=n_parts == 1, progress=st.say if progress else None)
+    save_shard(out, st.path(AUDIT_DIR))
+    return {"shard": spec.index, "sequences": int(len(out["dcr_units"])), "exact_copies": int(
+        json.loads(str(out["meta"]))["exact_hits"])}
+
+
+def prepare_audit(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
+                  tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
+                  **_: Any) -> dict[str, Any]:
+    """Prepare the sharded audit: the representation fitted on train and the equal-size references,
+    staged for the ``audit_shard`` tasks (reads state, never writes it)."""
+    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
+    st.load("prepare_audit")
+    if st.unchanged:
+        return _unchanged(st, "prepare_audit")
+    t0 = time.perf_counter()
+    prep = _prepare_audit(st, progress)
+    st.say(f"audit prepared in {time.perf_counter() - t0:.1f}s: {len(prep.train_ref)} train-sample and "
+           f"{len(prep.holdout_ref)} holdout references")
+    return {"stage": "prepare_audit", "status": "prepared", "reference_size": len(prep.train_ref),
+            "dataset": st.cfg.name, "release_id": st.release_id}
+
+
+def audit_shard(config: Any, logical_date: Any, *, shard: Mapping[str, Any],
+                release_root: str | Path | None = None, tracking_uri: str | None = None,
+                attempt: str | None = None, progress: Progress = False, **_: Any) -> dict[str, Any]:
+    """Audit one generated part (nearest references, membership distances, exact copies, fidelity
+    candidates) into ``<staging>/audit/audit-NNNNN.npz``; evaluate merges them (reads state, never
+    writes it: shards run concurrently)."""
+    from synth_pipeline.evaluation.sharded import load_prep
+    from synth_pipeline.shards import ShardSpec
+
+    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
+    s = st.load("audit_shard")
+    if st.unchanged:
+        return _unchanged(st, "audit_shard")
+    spec = ShardSpec.from_dict(dict(shard))
+    plan = _shard_plan(st, s)
+    if spec not in plan:
+        raise ReleaseError(f"shard {dict(shard)!r} is not in the plan of {st.cfg.name} {st.release_id}; "
+                           "rerun plan_generation")
+    if not (st.path(AUDIT_DIR) / "prepared.pkl").exists():
+        raise ReleaseError(f"audit_shard: the audit of {st.cfg.name} {st.release_id} is not prepared; run "
+                           "prepare_audit first")
+    t0 = time.perf_counter()
+    out = _audit_part(st, load_prep(st.path(AUDIT_DIR)), spec, len(plan), progress)
+    st.say(f"audit shard {spec.index}: {out['sequences']} synthetic sequences in {time.perf_counter() - t0:.1f}s")
+    return {**out, "stage": "audit_shard", "dataset": st.cfg.name, "release_id": st.release_id}
+
+
 def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
              tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
              **_: Any) -> dict[str, Any]:
-    """Audit the synthetic table against train and the entity holdout, log the report, apply the
-    gate. On failure: quarantine record, ``gate=failed`` on the version, GateFailedError."""
+    """Merge the audit shards (any step a mapped task has not staged, the preparation or a shard,
+    is run here), log the report, apply the gate. On failure: quarantine record, ``gate=failed``
+    on the version, GateFailedError."""
     import numpy as np
 
     import mlflow
-    from synth_pipeline.evaluation import evaluate as run_audit
     from synth_pipeline.evaluation import write_outputs
     from synth_pipeline.evaluation.dependency import DependencyResult
+    from synth_pipeline.evaluation.sharded import load_prep, load_shard, merge_audit, shard_path
 
     st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
     s = st.load("evaluate")
@@ -572,11 +645,20 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     cfg = st.cfg
     t0 = time.perf_counter()
     st.say(f"auditing {s['n_synthetic']} synthetic sequences against train and holdout (privacy, fidelity, gate)")
-    train_df, holdout_df = st.read_frame("train.parquet"), st.read_frame("holdout.parquet")
-    synthetic = st.read_frame(SHARDS_DIR)
-    ev = run_audit(train_df, holdout_df, synthetic, cfg.schema, cfg.gate_config(), seed=cfg.seed,
-                   rare_tokens=(cfg.model_config().rare_token,), protection=cfg.model_config().protection(),
-                   progress=st.say if progress else False)
+    audit = st.path(AUDIT_DIR)
+    prep = load_prep(audit) if (audit / "prepared.pkl").exists() else _prepare_audit(st, progress)
+    plan = _shard_plan(st, s)
+    todo = [p for p in plan if not shard_path(audit, p.index).exists()]
+    if todo and len(todo) < len(plan):
+        st.say(f"auditing {len(todo)} shard(s) no audit_shard task staged")
+    for p in todo:
+        _audit_part(st, prep, p, len(plan), progress)
+    shards = [load_shard(audit, p.index) for p in plan]
+    try:
+        ev = merge_audit(prep, shards, progress=st.say if progress else None)
+    finally:
+        for f in shards:
+            f.close()
     dep = None
     if st.path(DEPENDENCY_FILE).exists():  # staged by generate; the report shows its heatmap
         dep = DependencyResult.from_state(json.loads(st.path(DEPENDENCY_FILE).read_text()))

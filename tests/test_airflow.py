@@ -99,11 +99,17 @@ def test_dagbag_has_no_import_errors_and_parses_each_file_under_a_second(airflow
     dag = bag.dags["synthetic_release_nasdaq100"]
     assert dag.catchup is False and dag.max_active_runs == 1
     assert [t.task_id for t in dag.topological_sort()] == ["ingest", "validate", "train", "plan_generation",
-                                                           "generate_shard", "generate", "evaluate", "publish"]
+                                                           "generate_shard", "generate", "prepare_audit",
+                                                           "audit_shard", "evaluate", "publish"]
     # generate fans out: one mapped task instance per shard, expanded over plan_generation's XCom
     mapped = dag.get_task("generate_shard")
     assert type(mapped).__name__ == "MappedOperator" and set(mapped.expand_input.value) == {"shard"}
     assert mapped.upstream_task_ids == {"plan_generation"} and mapped.downstream_task_ids == {"generate"}
+    # so does the audit, over the same shards; evaluate merges
+    audit = dag.get_task("audit_shard")
+    assert type(audit).__name__ == "MappedOperator" and set(audit.expand_input.value) == {"shard"}
+    assert audit.upstream_task_ids == {"plan_generation", "prepare_audit"}
+    assert audit.downstream_task_ids == {"evaluate"}
     # retries with backoff on the I/O stages only
     assert dag.get_task("ingest").retries >= 1 and dag.get_task("ingest").retry_exponential_backoff
     assert dag.get_task("publish").retries >= 1
@@ -132,10 +138,10 @@ def test_train_and_generate_route_to_the_configured_queue_pool_and_executor_conf
     default_queue = dag.get_task("cfg_default.ingest").queue
     assert default_queue != "gpu"
     for group, queue, pool, ec in (("cfg_default", "gpu", "gpus", {}), ("explicit", "gpu-large", "big", pod)):
-        for t in ("train", "generate_shard", "generate"):
+        for t in ("train", "generate_shard", "generate", "audit_shard"):
             task = dag.get_task(f"{group}.{t}")
             assert (task.queue, task.pool, task.executor_config) == (queue, pool, ec), (group, t)
-        for t in ("ingest", "validate", "evaluate", "publish"):
+        for t in ("ingest", "validate", "prepare_audit", "evaluate", "publish"):
             task = dag.get_task(f"{group}.{t}")
             assert task.queue == default_queue and task.pool == "default_pool" and not task.executor_config
     nightly = release_dag(path)
@@ -258,6 +264,8 @@ def test_dag_test_runs_a_full_release_and_logs_it_in_mlflow(passed_run, mlflow_s
     assert rel.read_latest_id(root) == "2024-05-17"
     shard_tis = [ti for ti in dr.get_task_instances() if ti.task_id == "generate_shard"]
     assert sorted(ti.map_index for ti in shard_tis) == [0, 1, 2]
+    audit_tis = [ti for ti in dr.get_task_instances() if ti.task_id == "audit_shard"]  # the audit, sharded alike
+    assert sorted(ti.map_index for ti in audit_tis) == [0, 1, 2]
     parts = [f for f in rel.verify_release(release)["files"] if f["path"].startswith("data/")]
     assert [f["path"] for f in parts] == [f"data/part-{i:05d}.parquet" for i in range(3)]
     assert sum(f["rows"] for f in parts) == len(rel.read_release(release)) > 0

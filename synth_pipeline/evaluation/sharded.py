@@ -21,6 +21,13 @@
 sharded and unsharded audits give the same DCR share, interval, parts, membership AUC, exact copies
 and row matches (``tests/test_sharded_audit.py``). Shards must be given in the order of the
 synthetic sequences (generate's parts in shard order are: their keys increase with the shard).
+"Same" assumes exact searches, which is what audits of ordinary size run; above
+``distances.EXACT_WORK`` a search may take the PCA-projected path, whose projection is fitted on a
+sample of that call's queries: it is exact wherever it certifies or recomputes every query
+(``search`` info in metrics.json, summed over shards), otherwise approximate per shard. A reference's
+nearest synthetic distance is the minimum of its per-shard nearest distances, each recomputed in
+float64: it can only differ from one search's when two synthetic sequences tie within float32
+rounding.
 
 The fidelity sample is a bottom-k sample on a seeded hash of each sequence's content, ties broken by
 position: it does not depend on the number of shards, and it is every sequence, in order, when there
