@@ -23,12 +23,18 @@ LONGS = ("none", "stagediff")  # long-sequence prior: one denoiser over all step
 # deprecated spellings of model.long, still accepted (configs and saved models written before the
 # rename): mapped to the current value, with a DeprecationWarning
 LONG_ALIASES = {"stage": "stagediff"}
+# training budget (models/timeautodiff.TimeAutoDiff.budgets): auto = steps follow the data size, with the
+# *_steps options as caps; fixed = exactly the *_steps options (the behaviour before issue 16)
+BUDGETS = ("auto", "fixed")
+
+# fast preset's data-size budget (benchmarks/README.md "Speed of the fast preset")
+EPOCHS_FAST, MIN_STEPS_FAST = 20.0, 300
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU, a few minutes on the sample data
     "fast": dict(
         hidden_dim=64, vae_steps=600, diffusion_steps=1200, batch_size=64, num_timesteps=100,
-        sampling_steps=10, denoiser_layers=1, static_steps=300,
+        sampling_steps=10, denoiser_layers=1, static_steps=300, epochs=EPOCHS_FAST, min_steps=MIN_STEPS_FAST,
         # L2D refinement: on pollution windows, 3 seeds, temporal discriminative 0.36/0.39/0.37 ->
         # 0.32/0.14/0.26 and marginals, autocorrelation, predictive better on all three, for ~1.4x
         # fit and ~1.9x sampling time (benchmarks/README.md "Seed methods")
@@ -36,12 +42,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "default": dict(
         hidden_dim=128, vae_steps=2500, diffusion_steps=5000, batch_size=64, num_timesteps=100,
-        sampling_steps=20, denoiser_layers=2, static_steps=800,
+        sampling_steps=20, denoiser_layers=2, static_steps=800, epochs=60.0, min_steps=1250,
     ),
     # GPU-sized
     "quality": dict(
         hidden_dim=256, vae_steps=8000, diffusion_steps=20000, batch_size=128, num_timesteps=200,
-        sampling_steps=50, denoiser_layers=3, static_steps=2000,
+        sampling_steps=50, denoiser_layers=3, static_steps=2000, epochs=150.0, min_steps=5000,
     ),
 }
 
@@ -110,7 +116,18 @@ class ModelConfig:
     stage_scales: int = 3  # progressive trend/residual decomposition layers per stage
     # static attribute model
     static_steps: int = 300
-    # training loop
+    # training loop. Budget (budget=auto): each component trains
+    #   min(cap, max(floor, ceil(passes * steps_per_epoch)))
+    # steps, where steps_per_epoch = ceil(training tokens / tokens per batch) (the VAE's batch holds
+    # vae_crop-step windows, the prior's and refiner's whole sequences, the static model's one row per
+    # entity), passes = epochs (VAE, static) or 2 * epochs (prior, refiner: the presets' 1:2 ratio),
+    # floor = min_steps (4 * min_steps for prior and refiner), cap = vae_steps / diffusion_steps /
+    # refine_steps / static_steps. Validation runs every min(eval_every, max(5, ceil(steps / 20)))
+    # steps, so early stopping (patience) can act inside small budgets. budget=fixed: exactly the
+    # *_steps options, validation every eval_every steps (early stopping still applies).
+    budget: str = "auto"
+    epochs: float = EPOCHS_FAST
+    min_steps: int = MIN_STEPS_FAST
     batch_size: int = 64
     batch_tokens: int = 2048  # long sequences: batch = max(8, min(batch_size, batch_tokens // T))
     val_fraction: float = 0.1
@@ -132,6 +149,10 @@ class ModelConfig:
             raise ConfigError(f"unknown model.solver '{self.solver}'; valid: {', '.join(SOLVERS)}")
         if self.beta_schedule not in ("linear", "cosine"):
             raise ConfigError(f"unknown model.beta_schedule '{self.beta_schedule}'; valid: linear, cosine")
+        if self.budget not in BUDGETS:
+            raise ConfigError(f"unknown model.budget '{self.budget}'; valid: {', '.join(BUDGETS)}")
+        if not self.epochs > 0:
+            raise ConfigError(f"model.epochs={self.epochs} must be a positive number (passes over the training data)")
         self.long = _canonical_long(self.long)
         _check_options(self)
         self.clip_rank = check_protection(self.protect_k, self.clip_rank, self.rare_token)  # type: ignore[assignment]
@@ -139,7 +160,8 @@ class ModelConfig:
         lo, hi = self.clip_quantiles
         if not 0 <= lo < hi <= 1:
             raise ConfigError("model.clip_quantiles must be two probabilities lo < hi in [0, 1]")
-        for name in ("vae_steps", "diffusion_steps", "batch_size", "hidden_dim", "sampling_steps", "num_timesteps"):
+        for name in ("vae_steps", "diffusion_steps", "batch_size", "hidden_dim", "sampling_steps", "num_timesteps",
+                     "min_steps", "eval_every", "patience"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"model.{name} must be a positive integer")
         if self.threads is not None and int(self.threads) < 1:

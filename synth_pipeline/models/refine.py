@@ -81,10 +81,11 @@ def fit_refiner(model: TimeAutoDiff, data: EncodedData, latents: torch.Tensor, t
         w = b.present[..., None] * (1 - b.num_miss)
         return ((pred - b.num) ** 2 * w).sum() / w.sum().clamp(min=1)
 
+    ema_params, params = list(model.refiner_ema.parameters()), list(model.refiner.parameters())
+
     def ema_update() -> None:
         with torch.no_grad():
-            for pe, p in zip(model.refiner_ema.parameters(), model.refiner.parameters(), strict=True):
-                pe.lerp_(p, 1 - cfg.ema_decay)
+            torch._foreach_lerp_(ema_params, params, 1 - cfg.ema_decay)
 
     def train_step(step: int):
         return loss_of(model._batch_idx(tr_idx, gen, latents.shape[1]), tgen, model.refiner), {}
@@ -93,7 +94,7 @@ def fit_refiner(model: TimeAutoDiff, data: EncodedData, latents: torch.Tensor, t
         with torch.inference_mode():
             return float(loss_of(val_idx, torch.Generator().manual_seed(11), model.refiner_ema))
 
-    model._loop("refine", cfg.refine_steps or cfg.diffusion_steps, list(model.refiner.parameters()), cfg.diffusion_lr,
+    model._loop("refine", model.budget.get("refine", cfg.refine_steps or cfg.diffusion_steps), list(model.refiner.parameters()), cfg.diffusion_lr,
                 train_step, val_loss if len(val_idx) else None, [model.refiner, model.refiner_ema], after_step=ema_update)
 
 
