@@ -2,6 +2,9 @@
 
     ingest -> validate -> train -> generate -> evaluate -> publish
 
+Generation and the audit fan out over the same shards (``plan_generation`` -> ``generate_shard``
+per shard, then ``prepare_audit`` -> ``audit_shard`` per shard: Airflow mapped tasks); ``generate``
+and ``evaluate`` run any shard a mapped task did not stage, so one process runs the same functions.
 ``pipeline.run_release`` chains them in one process; the Airflow operators call them one per
 task (retries and GPU routing per stage). Every stage takes the same arguments (the dataset
 config, the logical date, optional release-root / tracking-URI overrides) and returns small JSON
