@@ -15,7 +15,9 @@
    the DCR share, its bootstrap interval, the parts and the membership attack (each real
    reference's nearest synthetic distance: the minimum over shards) with the same functions as one
    search over everything; fidelity metrics on a seeded sample of at most ``max_sequences``
-   synthetic sequences; the gate; the result (report written by the caller or ``out_dir``).
+   synthetic sequences; the gate; the result (report written by the caller or ``out_dir``). The
+   merge holds about 30 numbers per synthetic sequence (neighbours on the entity and each part)
+   and one shard's fidelity candidates at a time, never a synthetic table.
 
 ``evaluation.evaluate`` is prepare + one shard + merge in one process, so there is one code path;
 sharded and unsharded audits give the same DCR share, interval, parts, membership AUC, exact copies
