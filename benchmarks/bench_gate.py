@@ -124,6 +124,11 @@ def make_arm(arm: str, train: pd.DataFrame, holdout: pd.DataFrame, fresh: pd.Dat
     return model_synthetic(train, schema, s) if s < model_splits else None
 
 
+def verdict(passed: bool, failed: list[str], insufficient: list[str]) -> str:
+    """pass; fail (a check failed outright, e.g. as memorization); or insufficient evidence only."""
+    return "pass" if passed else "fail" if set(failed) - set(insufficient) else "insufficient"
+
+
 def audit(train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.DataFrame, schema: Any, full: bool) -> dict:
     from synth_pipeline.evaluation import evaluate
     from synth_pipeline.evaluation.gate import INSUFFICIENT
@@ -133,7 +138,8 @@ def audit(train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.DataFrame, s
     p = res.privacy
     return {
         "passed": res.passed, "failed": [c.name for c in res.gate.failed], "reason": res.gate.reason,
-        "verdict": "pass" if res.passed else ("insufficient" if res.gate.reason.startswith(INSUFFICIENT) else "fail"),
+        "verdict": verdict(res.passed, [c.name for c in res.gate.failed],
+                           [c.name for c in res.gate.failed if c.explanation.startswith(INSUFFICIENT)]),
         "insufficient": [c.name for c in res.gate.failed if c.explanation.startswith(INSUFFICIENT)],
         "values": res.values(),
         "dcr_share": p["dcr"]["share"], "dcr_ci_high": p["dcr"]["ci_high"],
@@ -143,6 +149,25 @@ def audit(train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.DataFrame, s
         "mia_tpr_at_fpr": p["membership"]["tpr_at_fpr"],
         "sizes": {k: v.get("sequences") if isinstance(v, dict) else v for k, v in res.sizes.items()},
     }
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per arm: pass / insufficient-evidence / fail rates, how often each check failed, mean values."""
+    summary = {}
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        rs = [r for r in rows if r["arm"] == arm]
+        fails: dict[str, int] = {}
+        for r in rs:
+            for c in r["failed"]:
+                fails[c] = fails.get(c, 0) + 1
+        summary[arm] = {"runs": len(rs), "pass_rate": float(np.mean([r["passed"] for r in rs])), "must": MUST[arm],
+                        "insufficient_rate": float(np.mean([r["verdict"] == "insufficient" for r in rs])),
+                        "fail_rate": float(np.mean([r["verdict"] == "fail" for r in rs])),
+                        "failed_checks": fails,
+                        "dcr_share_mean": float(np.mean([r["dcr_share"] for r in rs])),
+                        "parts_worst_share_mean": float(np.mean([r["parts_worst_share"] for r in rs])),
+                        "mia_auc_mean": float(np.mean([r["mia_auc"] for r in rs]))}
+    return summary
 
 
 def run(name: str, splits: int, arms: list[str], model_splits: int) -> dict:
@@ -162,22 +187,7 @@ def run(name: str, splits: int, arms: list[str], model_splits: int) -> dict:
                   f"dcr {r['dcr_share']:.3f} (hi {r['dcr_ci_high']:.3f}) parts {r['parts_worst_share']:.3f} "
                   f"(hi {r['parts_worst_ci_high']:.3f}, {r['parts_worst']}) mia {r['mia_auc']:.3f} "
                   f"(hi {r['mia_ci_high']:.3f}) failed={r['failed']} {r['seconds']:.0f}s", flush=True)
-    summary = {}
-    for arm in arms:
-        rs = [r for r in rows if r["arm"] == arm]
-        if not rs:
-            continue
-        fails: dict[str, int] = {}
-        for r in rs:
-            for c in r["failed"]:
-                fails[c] = fails.get(c, 0) + 1
-        summary[arm] = {"runs": len(rs), "pass_rate": float(np.mean([r["passed"] for r in rs])), "must": MUST[arm],
-                        "insufficient_rate": float(np.mean([r["verdict"] == "insufficient" for r in rs])),
-                        "fail_rate": float(np.mean([r["verdict"] == "fail" for r in rs])),
-                        "failed_checks": fails,
-                        "dcr_share_mean": float(np.mean([r["dcr_share"] for r in rs])),
-                        "parts_worst_share_mean": float(np.mean([r["parts_worst_share"] for r in rs])),
-                        "mia_auc_mean": float(np.mean([r["mia_auc"] for r in rs]))}
+    summary = summarize(rows)
     n_units = len(np.unique(units))
     return {"privacy_units": n_units, "sequences": int(df[schema.entity_key].nunique()), "summary": summary,
             "rows": rows}

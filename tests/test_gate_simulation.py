@@ -54,7 +54,8 @@ def _verdicts(df: pd.DataFrame, schema, seeds: range) -> dict[str, list[str]]:
                 "rekeyed": B.rekeyed_copy(train, schema, s), "static_copied": B.static_copied(train, fresh, schema, s)}
         for arm, syn in arms.items():
             res = evaluate(train, hold, syn, schema, gate_config=PRIVACY_ONLY, metrics=[], seed=0)
-            verdict = "pass" if res.passed else "insufficient" if res.gate.reason.startswith(INSUFFICIENT) else "fail"
+            outright = [c for c in res.gate.failed if not c.explanation.startswith(INSUFFICIENT)]
+            verdict = "pass" if res.passed else "fail" if outright else "insufficient"
             out[arm].append(verdict)
             print(f"split {s} {arm}: {verdict} {res.gate.reason}")
     return out

@@ -243,7 +243,8 @@ def decide(cfg: GateConfig, sizes: dict[str, int], fidelity: dict[str, Any], pri
                                    "synthetic sequences are not closer to train than to unseen holdout sequences",
                                    "synthetic sequences sit closer to train records than to unseen ones (memorization)"))
     parts = privacy.get("dcr_parts")
-    if cfg.dcr_parts_share_max is not None and parts is not None:
+    # one gated part (no static attributes: the whole entity is the dynamics) is dcr_share itself
+    if cfg.dcr_parts_share_max is not None and parts is not None and parts["k"] > 1:
         worst = parts["parts"][parts["worst"]]
         summary = {"share": worst["share"], "ci_low": worst["ci_low"], "ci_high": worst["ci_high"], "se": worst["se"],
                    "n_synthetic": dcr["n_synthetic"], "n_reference": dcr.get("n_reference", 0),
@@ -317,10 +318,14 @@ def decide(cfg: GateConfig, sizes: dict[str, int], fidelity: dict[str, Any], pri
     if not failed:
         reason = "all checks passed"
     elif any(INSUFFICIENT in c.explanation for c in failed):
-        reason = f"{INSUFFICIENT}: " + "; ".join(c.explanation.removeprefix(INSUFFICIENT + ": ") for c in failed if INSUFFICIENT in c.explanation)
+        short = "; ".join(c.explanation.removeprefix(INSUFFICIENT + ": ") for c in failed if INSUFFICIENT in c.explanation)
         others = [c.name for c in failed if INSUFFICIENT not in c.explanation]
-        if others:
-            reason += f"; also failed: {', '.join(others)}"
+        # too few sequences: nothing measured on them decides. Otherwise a check failed outright (e.g.
+        # memorization) decides the verdict, and missing evidence elsewhere comes second
+        if others and checks[0].passed:
+            reason = f"failed: {', '.join(others)}; also {INSUFFICIENT}: {short}"
+        else:
+            reason = f"{INSUFFICIENT}: {short}" + (f"; also failed: {', '.join(others)}" if others else "")
     else:
         reason = "failed: " + ", ".join(c.name for c in failed)
     return GateResult(passed=not failed, checks=checks, reason=reason)
