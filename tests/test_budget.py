@@ -52,12 +52,14 @@ def test_budget_scales_with_data_size():
     # a small panel trains at the floor: min_steps (PRIOR_FLOOR times that for the prior and refiner,
     # up to their caps)
     prior = min(cfg.diffusion_steps, PRIOR_FLOOR * cfg.min_steps)
-    assert small == {"vae": cfg.min_steps, "diffusion": prior, "static": cfg.min_steps, "refine": prior}
-    assert small["vae"] < cfg.vae_steps
+    assert small == {"vae": min(cfg.vae_steps, cfg.min_steps), "diffusion": prior,
+                     "static": min(cfg.static_steps, cfg.min_steps), "refine": prior}
     # in between: epochs x batches per epoch (1300 sequences of 24 steps, batches of 64 -> 21 a pass)
-    assert mid["vae"] == math.ceil(cfg.epochs * math.ceil(1300 / 64))
+    assert mid["vae"] == min(cfg.vae_steps, max(cfg.min_steps, math.ceil(cfg.epochs * math.ceil(1300 / 64))))
     assert mid["diffusion"] == min(cfg.diffusion_steps, max(PRIOR_FLOOR * cfg.min_steps,
                                                             math.ceil(2 * cfg.epochs * math.ceil(1300 / 64))))
+    mid_e = budget_of(1300, min_steps=20, epochs=10)  # between floor and cap: epochs x batches per pass
+    assert mid_e["vae"] == 10 * math.ceil(1300 / 64) and mid_e["diffusion"] == 2 * 10 * math.ceil(1300 / 64)
     assert all(small[k] <= mid[k] <= big[k] for k in small)
     # a large table reaches the caps (the preset's *_steps)
     assert big == {"vae": cfg.vae_steps, "diffusion": cfg.diffusion_steps, "static": cfg.static_steps,
