@@ -73,7 +73,8 @@ def test_pass_publishes_release_registers_champion_and_logs_everything(passed_re
     assert tags["airflow.dag_id"] == "synthetic_release_nasdaq100" and tags["airflow.task_id"] == "release"
     assert run.data.params["model.vae_steps"] == "30" and run.data.params["model.preset"] == "fast"
     hist = client.get_metric_history(res.run_id, "vae/loss")
-    assert [m.step for m in hist] == [30]  # per-interval losses as step metrics
+    steps = [m.step for m in hist]  # per-interval losses as step metrics (cadence follows the budget)
+    assert len(steps) >= 2 and steps == sorted(set(steps)) and steps[-1] <= 30
     assert "gate.exact_copies" in run.data.metrics and run.data.metrics["gate.passed"] == 1.0
     assert any(k.startswith("fidelity.") for k in run.data.metrics)
     assert any(k.startswith("privacy.") for k in run.data.metrics)
@@ -84,7 +85,7 @@ def test_pass_publishes_release_registers_champion_and_logs_everything(passed_re
     from synth_pipeline.evaluation.dependency import COLLAPSE_THRESHOLD
 
     lat = run.data.metrics["dependency.latent_dependency"]
-    assert 0.0 <= lat <= 1.5
+    assert -0.05 <= lat <= 1.5  # a signed share (integrated gradients): a collapsed decoder sits at ~0, either side
     assert run.data.metrics["dependency.collapsed"] == float(lat < COLLAPSE_THRESHOLD)
     assert abs(run.data.metrics["dependency.completeness_gap"]) < 1e-3
 
