@@ -29,8 +29,9 @@ BUDGETS = ("auto", "fixed")
 
 # fast preset's data-size budget (benchmarks/README.md "Speed of the fast preset"). The floor is the
 # preset's former fixed count: measured on pollution windows and a 40-entity panel (2 seeds each),
-# floors of 150 VAE / 300 prior steps doubled the discriminative scores (panel 0.14 -> 0.32), 300 / 1200
-# still cost 0.04-0.06, 600 / 1200 matched the fixed budget. Small panels are step-bound, not epoch-bound.
+# floors of 150 VAE / 300 prior steps more than doubled the panel's discriminative score (0.14 -> 0.32),
+# 20 epochs on pollution (420 / 840 steps) raised it 0.13 -> 0.21, floors of 300 / 1200 still cost
+# 0.04-0.05 on both, 600 / 1200 matched the fixed budget. Small panels are step-bound, not epoch-bound.
 EPOCHS_FAST, MIN_STEPS_FAST = 20.0, 600
 
 PRESETS: dict[str, dict[str, Any]] = {
