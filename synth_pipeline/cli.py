@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -71,6 +72,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.device:
         overrides["device"] = a.device
     cfg = ModelConfig.from_preset(a.preset, overrides)
+    if cfg.distributed and "LOCAL_RANK" in os.environ and cfg.device in ("auto", "cuda"):
+        import torch  # under torchrun: one GPU per rank
+
+        if torch.cuda.is_available():
+            cfg = ModelConfig.from_preset(a.preset, {**overrides, "device": f"cuda:{os.environ['LOCAL_RANK']}"})
     check_device(cfg.device)  # before reading any data
     check_model_out(a.out, force=a.force)  # never replace a folder this tool did not write
     df, schema = _load_typed(a)
@@ -84,8 +90,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     print(f"[train] training ({cfg.preset} preset)", file=sys.stderr, flush=True)
     syn = Synthesizer(schema, cfg).fit(df)
-    syn.save(a.out)
-    print(f"model written to {a.out} (trained in {time.perf_counter() - t0:.1f}s, preset {cfg.preset})")
+    from synth_pipeline.models.distributed import is_main
+
+    if is_main():  # under torchrun every rank holds the same weights; rank 0 writes them
+        syn.save(a.out)
+        print(f"model written to {a.out} (trained in {time.perf_counter() - t0:.1f}s, preset {cfg.preset})")
     return 0
 
 

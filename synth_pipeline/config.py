@@ -140,6 +140,8 @@ class ModelConfig:
     grad_clip: float = 1.0
     # torch intra-op threads at fit and sample; None: default_threads() from the worker's CPU affinity
     threads: int | None = None
+    # data-parallel training over torch.distributed ranks (run under torchrun; models/distributed.py)
+    distributed: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)

@@ -56,6 +56,9 @@ NOT_RUN = {
         "needs the kubernetes client package and a KubernetesExecutor deployment (not a dependency)",
     "synth_pipeline/   library (pure Python)      operators/  Airflow operators (synth_pipeline.operators)":
         "the repository layout, not code",
+    "torchrun --standalone --nproc_per_node 4 -m synth_pipeline.cli train events.parquet \\":
+        "needs 4 GPUs and the user's data; the same command with 2 gloo processes on CPU runs in "
+        "tests/test_distributed.py (slow)",
 }
 RUN = {
     "cli": "synth-pipeline schema infer data.csv --entity-key Symbol --time-index date -o schema.yaml",

@@ -208,6 +208,15 @@ class TimeAutoDiff:
         n_val = int(n * cfg.val_fraction) if n * cfg.val_fraction >= 2 else 0
         val_idx, tr_idx = perm[:n_val], perm[n_val:]
         self.budget = self.budgets(data, tr_idx)
+        self.world = 1
+        if cfg.distributed:  # each rank its own shard of the entities and its own batch stream
+            from synth_pipeline.models.distributed import setup, shard
+
+            rank, self.world = setup(self.device)
+            if self.world > 1:
+                tr_idx = shard(tr_idx, rank, self.world)
+                gen = np.random.default_rng([cfg.seed, 1 + rank])
+            self.train_shard = tr_idx
         if log:
             log("training budget (steps): " + ", ".join(f"{k} {v}" for k, v in self.budget.items()))
         self._fit_vae(data, tr_idx, val_idx, gen)
@@ -281,6 +290,10 @@ class TimeAutoDiff:
             loss, parts = train_step(step)
             opt.zero_grad()
             loss.backward()
+            if getattr(self, "world", 1) > 1:
+                from synth_pipeline.models.distributed import average_gradients
+
+                average_gradients(params, self.world)
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             if after_step:
