@@ -70,7 +70,7 @@ DEPENDENCY_FILE = "dependency.json"  # aggregates over generated sequences only
 DEPENDENCY_SEQUENCES, DEPENDENCY_MAX_STEPS = 32, 128
 REPORT_FILES = {"report/report.html": "report.html", "report/metrics.json": "metrics.json",
                 "report/gate.json": "gate.json"}
-Progress = bool | Callable[[str], None]
+ProgressSink = bool | Callable[[str], None]
 
 
 @dataclass
@@ -154,7 +154,7 @@ def inputs_fingerprint(cfg: DatasetConfig, data_fingerprint: str) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _say_fn(progress: Progress, dataset: str = "") -> Callable[[str], None]:
+def _say_fn(progress: ProgressSink, dataset: str = "") -> Callable[[str], None]:
     if callable(progress):
         return progress
     t0 = time.perf_counter()
@@ -174,7 +174,7 @@ class Stage:
     folder and its ``state.json``."""
 
     def __init__(self, config: Any, logical_date: Any, release_root: str | Path | None,
-                 tracking_uri: str | None, progress: Progress, attempt: str | None = None) -> None:
+                 tracking_uri: str | None, progress: ProgressSink, attempt: str | None = None) -> None:
         self.attempt = attempt
         self.cfg = load_config(dict(config) if isinstance(config, Mapping) else config)
         self.release_id = rel.release_id_for(logical_date)
@@ -312,7 +312,7 @@ def _unchanged(st: Stage, stage: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 def ingest(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
            tracking_uri: str | None = None, overwrite: bool = False, attempt: str | None = None,
-           progress: Progress = False, **_: Any) -> dict[str, Any]:
+           progress: ProgressSink = False, **_: Any) -> dict[str, Any]:
     """Check everything cheap, read the sources, and stage the typed table. A release already on
     disk for the date with the same inputs marks the attempt ``unchanged``; one with different
     inputs is refused (before any training) unless ``overwrite``."""
@@ -358,7 +358,7 @@ def ingest(config: Any, logical_date: Any, *, release_root: str | Path | None = 
 
 
 def validate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
-             tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
+             tracking_uri: str | None = None, attempt: str | None = None, progress: ProgressSink = False,
              **_: Any) -> dict[str, Any]:
     """Great Expectations validation of the staged table (raises DataValidationError listing every
     failure), then the entity-level train / holdout split."""
@@ -396,7 +396,7 @@ def validate(config: Any, logical_date: Any, *, release_root: str | Path | None 
 
 def train(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
           tracking_uri: str | None = None, airflow_context: Mapping[str, Any] | None = None,
-          attempt: str | None = None, progress: Progress = False, **_: Any) -> dict[str, Any]:
+          attempt: str | None = None, progress: ProgressSink = False, **_: Any) -> dict[str, Any]:
     """Open the attempt's MLflow run (params, validation artifacts, lineage), fit the synthesizer,
     log its losses, register it as the ``candidate`` version, and stage it for generation."""
     import mlflow
@@ -486,7 +486,7 @@ def _shard_plan(st: Stage, s: dict[str, Any]) -> list[Any]:
 
 
 def plan_generation(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
-                    tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
+                    tracking_uri: str | None = None, attempt: str | None = None, progress: ProgressSink = False,
                     **_: Any) -> list[dict[str, Any]]:
     """The generate shards (small dicts for XCom / ``.expand``): count from ``generate.shards`` or n."""
     st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
@@ -500,7 +500,7 @@ def plan_generation(config: Any, logical_date: Any, *, release_root: str | Path 
 
 def generate_shard(config: Any, logical_date: Any, *, shard: Mapping[str, Any],
                    release_root: str | Path | None = None, tracking_uri: str | None = None,
-                   attempt: str | None = None, progress: Progress = False, **_: Any) -> dict[str, Any]:
+                   attempt: str | None = None, progress: ProgressSink = False, **_: Any) -> dict[str, Any]:
     """Sample one shard into ``<staging>/shards/part-NNNNN.parquet`` (reads state, never writes it:
     shards run concurrently)."""
     from synth_pipeline.shards import ShardSpec, write_shard
@@ -519,7 +519,7 @@ def generate_shard(config: Any, logical_date: Any, *, shard: Mapping[str, Any],
 
 
 def generate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
-             tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
+             tracking_uri: str | None = None, attempt: str | None = None, progress: ProgressSink = False,
              **_: Any) -> dict[str, Any]:
     """Sample the synthetic table from the staged model as seeded shards (any shard a mapped task has
     not staged is sampled here), check the parts, run the dependency diagnostic."""
@@ -557,7 +557,7 @@ def generate(config: Any, logical_date: Any, *, release_root: str | Path | None 
             "parts": len(entries), "seconds": round(dt, 2), "dataset": st.cfg.name, "release_id": st.release_id}
 
 
-def _prepare_audit(st: Stage, progress: Progress) -> Any:
+def _prepare_audit(st: Stage, progress: ProgressSink) -> Any:
     """Fit the audit's representation on the staged train table and draw its references; stage them."""
     from synth_pipeline.evaluation.sharded import SHARD_FILE, prepare_audit, save_prep
 
@@ -572,7 +572,7 @@ def _prepare_audit(st: Stage, progress: Progress) -> Any:
     return prep
 
 
-def _audit_part(st: Stage, prep: Any, spec: Any, n_parts: int, progress: Progress) -> dict[str, Any]:
+def _audit_part(st: Stage, prep: Any, spec: Any, n_parts: int, progress: ProgressSink) -> dict[str, Any]:
     """Audit one generated part against the prepared references; stage its npz."""
     from synth_pipeline.evaluation.sharded import audit_shard, save_shard
 
@@ -585,7 +585,7 @@ def _audit_part(st: Stage, prep: Any, spec: Any, n_parts: int, progress: Progres
 
 
 def prepare_audit(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
-                  tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
+                  tracking_uri: str | None = None, attempt: str | None = None, progress: ProgressSink = False,
                   **_: Any) -> dict[str, Any]:
     """Prepare the sharded audit: the representation fitted on train and the equal-size references,
     staged for the ``audit_shard`` tasks (reads state, never writes it)."""
@@ -603,7 +603,7 @@ def prepare_audit(config: Any, logical_date: Any, *, release_root: str | Path | 
 
 def audit_shard(config: Any, logical_date: Any, *, shard: Mapping[str, Any],
                 release_root: str | Path | None = None, tracking_uri: str | None = None,
-                attempt: str | None = None, progress: Progress = False, **_: Any) -> dict[str, Any]:
+                attempt: str | None = None, progress: ProgressSink = False, **_: Any) -> dict[str, Any]:
     """Audit one generated part (nearest references, membership distances, exact copies, fidelity
     candidates) into ``<staging>/audit/audit-NNNNN.npz``; evaluate merges them (reads state, never
     writes it: shards run concurrently)."""
@@ -629,7 +629,7 @@ def audit_shard(config: Any, logical_date: Any, *, shard: Mapping[str, Any],
 
 
 def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
-             tracking_uri: str | None = None, attempt: str | None = None, progress: Progress = False,
+             tracking_uri: str | None = None, attempt: str | None = None, progress: ProgressSink = False,
              **_: Any) -> dict[str, Any]:
     """Merge the audit shards (any step a mapped task has not staged, the preparation or a shard,
     is run here), log the report, apply the gate. On failure: quarantine record, ``gate=failed``
@@ -716,7 +716,7 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
 
 def publish(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
             tracking_uri: str | None = None, overwrite: bool | None = None, attempt: str | None = None,
-            progress: Progress = False, **_: Any) -> ReleaseResult:
+            progress: ProgressSink = False, **_: Any) -> ReleaseResult:
     """Publish the gated synthetic table atomically, move ``champion``, close the run, and remove
     the staging folder. Refuses to run for an attempt whose gate did not pass."""
     import mlflow
