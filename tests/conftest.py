@@ -39,7 +39,7 @@ def nasdaq_csv() -> Path:
     return NASDAQ_CSV
 
 
-def _free_port() -> int:
+def pick_free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -50,14 +50,14 @@ def _free_port() -> int:
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (for "server unreachable" tests)."""
-    return _free_port()
+    return pick_free_port()
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, artifacts proxied), health-checked."""
     d = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
+    port = pick_free_port()
     exe = Path(sys.executable).parent / "mlflow"
     cmd = [str(exe) if exe.exists() else "mlflow", "server",
            "--backend-store-uri", f"sqlite:///{d}/db.sqlite", "--artifacts-destination", str(d / "artifacts"),

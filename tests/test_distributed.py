@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import pick_free_port
 
 from synth_pipeline.config import ModelConfig
 from synth_pipeline.ingest import coerce, read_source
@@ -48,15 +48,10 @@ def _worker(rank: int, world: int, port: int, shared: str, out: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed gloo missing")
 def test_two_gloo_ranks_share_data_average_gradients_and_sample(shared_data, tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(shared_data), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, pick_free_port(), str(shared_data), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"rank-{i}.json").read_text()) for i in range(2))
     assert r0["world"] == r1["world"] == 2
     # each rank trains on its own half of the training entities: disjoint, together all of them

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import pick_free_port
 
 from synth_pipeline import release as rel
 from synth_pipeline import release_store as rs
@@ -31,18 +31,11 @@ AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "A
            "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED")
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """moto's S3 on 127.0.0.1 and the AWS_* environment pointing at it (restored afterwards)."""
-    port = _free_port()
+    port = pick_free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     saved = {k: os.environ.get(k) for k in AWS_ENV}
