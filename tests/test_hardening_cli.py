@@ -527,3 +527,28 @@ def test_pyproject_lists_data_folders():
     for folder in ("configs", "data"):
         assert f"synth_pipeline.{folder}" in cfg["packages"]
         assert f"synth_pipeline.{folder}" in cfg["package-data"]
+
+
+def test_generate_shards_writes_the_release_parts_in_one_process(ws, tmp_path, capsys):
+    """``generate --shards N``: the same seeded parts as shards.write_shards (the release's shard
+    functions), a manifest with sha256 and rows per part, read back as one table."""
+    import json
+
+    from synth_pipeline.shards import write_shards
+    from synth_pipeline.synthesizer import Synthesizer
+
+    out = tmp_path / "parts"
+    assert main(["generate", str(ws / "model"), "-n", "7", "-o", str(out), "--shards", "3", "--seed", "5"]) == 0
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert [p["path"] for p in manifest["parts"]] == [f"part-0000{i}.parquet" for i in range(3)]
+    table = pd.read_parquet(out)
+    assert len(table) == manifest["rows"] == sum(p["rows"] for p in manifest["parts"])
+    ref = tmp_path / "ref"
+    write_shards(Synthesizer.load(ws / "model"), 7, 5, ref, shards=3)
+    for i in range(3):
+        name = f"part-0000{i}.parquet"
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name), pd.read_parquet(ref / name))
+    rc, err = run(["generate", str(ws / "model"), "-n", "7", "-o", str(out), "--shards", "3"], capsys)
+    assert rc == 2 and "not empty" in err and "--force" in err
+    rc, err = run(["generate", str(ws / "model"), "-n", "2", "-o", str(ws / "plainfile"), "--shards", "2"], capsys)
+    assert rc == 2 and "is a file" in err
