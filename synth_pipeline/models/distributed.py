@@ -2,20 +2,22 @@
 
 Every rank builds the same model (weights seeded by ``model.seed``), trains on its own shard of the
 training entities (``shard``: every ``world``-th one) with its own batch stream, and averages the
-gradients of every step over the ranks (``average_gradients``: one all-reduce of the flattened
-gradients, the reduction DistributedDataParallel performs) before clipping and the optimiser step.
+gradients of every step over the ranks (``data_parallel``: each training loop's step runs through
+``DistributedDataParallel`` around the networks it optimises) before clipping and the optimiser step.
 Weights therefore stay identical on every rank, and so do validation losses and early-stopping
 decisions (the validation set is the same everywhere). NCCL on GPU, gloo on CPU. Only rank 0 should
 save or log (``is_main``).
 
 The components' training steps are closures that call several sub-networks (encoder, decoders,
-denoiser, refiner), so the gradients are reduced in the shared training loop rather than by wrapping
-each network in ``DistributedDataParallel``; the arithmetic is the same (sum over ranks / world).
+denoiser, refiner); ``_Step`` holds the networks a loop optimises and runs the step as its
+``forward``, which is what DistributedDataParallel needs to hook the backward pass.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,15 +44,27 @@ def shard(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
     return idx[rank::world]
 
 
-def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
-    """Sum every parameter's gradient over the ranks and divide by ``world`` (a missing gradient
-    counts as zero, so every rank reduces the same flat vector)."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
-        offset += n
+class _Step(torch.nn.Module):
+    """The networks one training loop optimises, with its step as ``forward`` (so DDP sees it)."""
+
+    def __init__(self, modules: list[torch.nn.Module], train_step: Callable[[int], Any]):
+        super().__init__()
+        self.parts = torch.nn.ModuleList(modules)
+        self.train_step = train_step
+
+    def forward(self, step: int) -> Any:
+        return self.train_step(step)
+
+
+def data_parallel(train_step: Callable[[int], Any], modules: list[torch.nn.Module],
+                  params: list[torch.nn.Parameter], device: torch.device) -> Callable[[int], Any]:
+    """``train_step`` run through DistributedDataParallel around the modules being optimised (the
+    ones holding ``params``; EMA copies stay out), so ``loss.backward()`` averages the gradients over
+    the ranks. Unused parameters (a component's branch a batch does not reach) are allowed."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = {id(p) for p in params}
+    trained = [m for m in modules if any(id(p) in ids for p in m.parameters())]
+    ddp = DistributedDataParallel(_Step(trained, train_step), device_ids=[device.index] if device.type == "cuda" else None,
+                                  find_unused_parameters=True, broadcast_buffers=False)
+    return ddp

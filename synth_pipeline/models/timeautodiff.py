@@ -286,14 +286,15 @@ class TimeAutoDiff:
         running: dict[str, float] = {}
         for m in modules:
             m.train()
+        run_step = train_step
+        if getattr(self, "world", 1) > 1:  # model.distributed under torchrun: gradients averaged by DDP
+            from synth_pipeline.models.distributed import data_parallel
+
+            run_step = data_parallel(train_step, modules, params, self.device)
         for step in range(steps):
-            loss, parts = train_step(step)
+            loss, parts = run_step(step)
             opt.zero_grad()
             loss.backward()
-            if getattr(self, "world", 1) > 1:
-                from synth_pipeline.models.distributed import average_gradients
-
-                average_gradients(params, self.world)
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             if after_step:
