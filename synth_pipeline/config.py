@@ -142,6 +142,8 @@ class ModelConfig:
     threads: int | None = None
     # data-parallel training over torch.distributed ranks (run under torchrun; models/distributed.py)
     distributed: bool = False
+    # with distributed: ranks the release's train stage launches itself under torch.distributed.run (1: none)
+    processes: int = 1
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -247,6 +249,9 @@ def _check_options(c: ModelConfig) -> None:
         )
     if not c.psld_eta >= 1:
         raise ConfigError(f"model.psld_eta={c.psld_eta} must be >= 1")
+    if not 1 <= int(c.processes) <= 256:
+        raise ConfigError(f"model.processes={c.processes} must be between 1 and 256 (ranks the train stage launches "
+                          "under torchrun with model.distributed; 1: train in one process)")
     if c.refine_steps is not None and int(c.refine_steps) < 1:
         raise ConfigError("model.refine_steps must be a positive integer (or null: diffusion_steps)")
     if int(c.stage_patch) < 1 or int(c.stage_length) < int(c.stage_patch) or int(c.stage_length) % int(c.stage_patch):

@@ -444,7 +444,13 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
             st.say(f"MLflow run {s['run_id']} opened in {time.perf_counter() - t0:.1f}s")
             t0 = time.perf_counter()
             st.say(f"training ({model_cfg.preset} preset) on {s['counts']['train_sequences']} sequences")
-            syn = Synthesizer(schema, model_cfg).fit(train_df)
+            if model_cfg.distributed and model_cfg.processes > 1:  # data-parallel ranks under torchrun
+                from synth_pipeline.models.distributed import fit_with_torchrun
+
+                st.say(f"training in {model_cfg.processes} data-parallel ranks under torch.distributed.run")
+                syn = fit_with_torchrun(schema, st.path("train.parquet"), model_cfg, model_cfg.processes)
+            else:
+                syn = Synthesizer(schema, model_cfg).fit(train_df)
             train_s = st.timed("train", t0)
             st.say(f"trained in {train_s:.1f}s")
             t_reg = time.perf_counter()

@@ -90,3 +90,24 @@ def test_cli_train_under_torchrun_writes_one_model_from_rank_0(shared_data, tmp_
     assert res.stdout.count("model written to") == 1  # rank 0 only
     syn = Synthesizer.load(out)
     assert len(syn.sample(3, seed=0)) == 3 * 24
+
+
+@pytest.mark.slow
+def test_release_train_stage_launches_torchrun_ranks(mlflow_server, tmp_path):
+    """``model.distributed`` + ``model.processes: 2``: the release's own train stage trains in 2 gloo
+    ranks under torch.distributed.run, then registers, generates, audits and publishes as usual."""
+    import yaml
+    from _release_setup import PASS_GATE, TINY, write_config
+
+    from synth_pipeline import release as rel
+    from synth_pipeline.pipeline import run_release
+
+    cfg = write_config(tmp_path, mlflow_server, PASS_GATE)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["model"]["overrides"] = {**TINY, "distributed": True, "processes": 2, "threads": 1}
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    lines: list[str] = []
+    res = run_release(cfg, "2024-06-03", progress=lines.append)
+    assert "training in 2 data-parallel ranks under torch.distributed.run" in lines
+    assert res.status == "published"
+    assert rel.read_release(res.release_path)["Symbol"].nunique() == 60
