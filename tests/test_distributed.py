@@ -102,7 +102,9 @@ def test_release_train_stage_launches_torchrun_ranks(mlflow_server, tmp_path):
     from synth_pipeline import release as rel
     from synth_pipeline.pipeline import run_release
 
-    cfg = write_config(tmp_path, mlflow_server, PASS_GATE)
+    # its own dataset name: the MLflow server is shared by the session, and other tests count the
+    # versions of nasdaq100-synthesizer
+    cfg = write_config(tmp_path, mlflow_server, PASS_GATE, dataset="nasdaq100_ddp")
     doc = yaml.safe_load(cfg.read_text())
     doc["model"]["overrides"] = {**TINY, "distributed": True, "processes": 2, "threads": 1}
     cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
