@@ -445,7 +445,7 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
             t0 = time.perf_counter()
             st.say(f"training ({model_cfg.preset} preset) on {s['counts']['train_sequences']} sequences")
             if model_cfg.distributed and model_cfg.processes > 1:  # data-parallel ranks under torchrun
-                from synth_pipeline.models.distributed import fit_with_torchrun
+                from synth_pipeline.models.launch import fit_with_torchrun
 
                 st.say(f"training in {model_cfg.processes} data-parallel ranks under torch.distributed.run")
                 syn = fit_with_torchrun(schema, st.path("train.parquet"), model_cfg, model_cfg.processes)
