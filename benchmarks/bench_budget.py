@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from _shared import append_run, fit_and_sample, run_child, stage_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -74,7 +73,6 @@ def run_one(dataset: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any
 
     from synth_pipeline.config import ModelConfig
     from synth_pipeline.schema import DatasetSchema
-    from synth_pipeline.synthesizer import Synthesizer
 
     work = workdir(dataset)
     from bench_peers import audit
@@ -82,21 +80,11 @@ def run_one(dataset: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any
     schema = DatasetSchema.from_yaml(work / "schema.yaml")
     train = pd.read_parquet(work / "train.parquet")
     cfg = ModelConfig.from_preset("fast", {"seed": seed, "progress": False, **overrides})
-    t0 = time.perf_counter()
-    syn = Synthesizer(schema, cfg).fit(train)
-    fit_s = time.perf_counter() - t0
-    n = int(train[schema.entity_key].nunique())
-    t0 = time.perf_counter()
-    synthetic = syn.sample(n, seed=seed + 1)
-    sample_s = time.perf_counter() - t0
+    syn, synthetic, fit_s, sample_s = fit_and_sample(schema, cfg, train, seed)
     out = work / f"budget_seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     synthetic.to_parquet(out / "synthetic.parquet", index=False)
-    steps: dict[str, int] = {}
-    for rec in syn.model.history:
-        for k in rec:
-            if k.endswith("/loss"):
-                steps[k.split("/")[0]] = rec["step"]
+    steps = stage_steps(syn.model.history)
     return {"dataset": dataset, "seed": seed, "fit_seconds": round(fit_s, 2), "sample_seconds": round(sample_s, 2),
             "steps": steps, **audit(work, out / "synthetic.parquet")}
 
@@ -114,23 +102,11 @@ def main() -> int:
         return 0
     for ds in a.datasets:
         for seed in a.seeds:
-            load0 = os.getloadavg()[0]
-            t0 = time.perf_counter()
-            res = subprocess.run([sys.executable, __file__, "--one", ds, str(seed), "--overrides", a.overrides],
-                                 capture_output=True, text=True, cwd=ROOT)
-            if res.returncode != 0:
-                print(f"{ds} seed {seed}: FAILED {res.stderr.strip().splitlines()[-3:]}", flush=True)
+            row = run_child(__file__, ["--one", ds, str(seed), "--overrides", a.overrides], f"{ds} seed {seed}",
+                            a.label, a.overrides)
+            if row is None:
                 continue
-            row = json.loads(res.stdout.strip().splitlines()[-1])
-            row.update(label=a.label, overrides=json.loads(a.overrides), wall_seconds=round(time.perf_counter() - t0, 1),
-                       load_avg_1m=[round(load0, 2), round(os.getloadavg()[0], 2)],
-                       when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-            doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
-            doc["runs"].append(row)
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            tmp = RESULTS.with_suffix(".tmp")
-            tmp.write_text(json.dumps(doc, indent=2))
-            os.replace(tmp, RESULTS)
+            append_run(RESULTS, row)
             print(json.dumps(row), flush=True)
     return 0
 

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _shared import audit_cells, cell, windowed
+from _shared import audit_cells, cell, fit_and_sample, windowed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -107,17 +107,11 @@ def run_one(name: str, overrides: dict[str, Any], train, holdout, schema, smoke:
     import torch
 
     from synth_pipeline.config import ModelConfig
-    from synth_pipeline.synthesizer import Synthesizer
 
     load0 = os.getloadavg()[0]
     cfg = ModelConfig.from_preset("fast", {"seed": seed, "progress": False, **(SMOKE if smoke else {}), **overrides})
-    t0 = time.perf_counter()
-    syn = Synthesizer(schema, cfg).fit(train)
-    fit_s = time.perf_counter() - t0
+    syn, synthetic, fit_s, sample_s = fit_and_sample(schema, cfg, train, seed)
     n = int(train[schema.entity_key].nunique())
-    t0 = time.perf_counter()
-    synthetic = syn.sample(n, seed=seed + 1)
-    sample_s = time.perf_counter() - t0
     dep = syn.dependency(n=32, seed=seed + 2, max_steps=128).summary()
     row = {"run": name, "seed": seed, "overrides": overrides, "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s, 2),
            "n_synthetic": n, "latent_dependency": round(dep["latent_dependency"], 4),

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _shared import append_run, run_child, stage_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -74,11 +75,7 @@ def run_one(dataset: str, overrides: dict[str, Any], n_sample: int) -> dict[str,
     t0 = time.perf_counter()
     syn.sample(len(syn.encoder.transform(df).lengths), seed=1)
     sample_s = time.perf_counter() - t0
-    stages = {}
-    for rec in syn.model.history:  # the last record of each stage carries its step count
-        for k in rec:
-            if k.endswith("/loss"):
-                stages[k.split("/")[0]] = rec["step"]
+    stages = stage_steps(syn.model.history)
     timing = getattr(syn.model, "stage_seconds", {})
     torch.set_num_threads(1)  # sampling throughput on one core (issue 16: >= 1,000 seq/s of 24 steps)
     syn.config.threads = 1
@@ -108,27 +105,15 @@ def main() -> int:
     if a.one:
         print(json.dumps(run_one(a.one, json.loads(a.overrides), a.n_sample)))
         return 0
-    doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
     for ds in a.datasets:
-        load0 = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, __file__, "--one", ds, "--overrides", a.overrides,
-                              "--n-sample", str(a.n_sample)], capture_output=True, text=True, cwd=ROOT)
-        if res.returncode != 0:
-            print(f"{ds}: FAILED {res.stderr.strip().splitlines()[-3:]}", flush=True)
+        row = run_child(__file__, ["--one", ds, "--overrides", a.overrides, "--n-sample", str(a.n_sample)], ds,
+                        a.label, a.overrides)
+        if row is None:
             continue
-        row = json.loads(res.stdout.strip().splitlines()[-1])
-        row.update(label=a.label, overrides=json.loads(a.overrides), wall_seconds=round(time.perf_counter() - t0, 1),
-                   load_avg_1m=[round(load0, 2), round(os.getloadavg()[0], 2)],
-                   when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                   commit=subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                         cwd=ROOT).stdout.strip())
-        doc["runs"].append(row)
+        row["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                       cwd=ROOT).stdout.strip()
         print(json.dumps(row), flush=True)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        tmp = RESULTS.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, RESULTS)
+        append_run(RESULTS, row)
     return 0
 
 
