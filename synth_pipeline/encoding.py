@@ -14,6 +14,14 @@ per-sequence level of each time-varying numeric) and composes one transformer pe
 and the time layout. Each transformer owns its privacy protection (``transformers/protection.py``);
 with ``protection=None`` nothing is protected, which only the audit's in-memory representation
 uses. Everything is vectorized over rows: sequences are gathered with one index matrix.
+
+With ``dp=StatisticsBudget`` (``model.privacy``) every data-dependent statistic the fit stores comes
+from Gaussian mechanisms of L2 sensitivity 1 per privacy unit, planned from the schema and counted
+(``transformers/dp_noise.py``: queries per column kind, the thresholds and their delta); only the
+noise multiplier, delta and query count are stored (``dp`` in ``to_dict``), never the seed. Left
+non-private, and why: the spacing of the time index (``infer_freq``) and an integer time index's
+format, which one unit can change (see ``TimeLayout.fit_dp``); and the schema itself (kinds,
+static flags, dtypes) where it was inferred rather than pinned in the dataset config.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.dp import StatisticsBudget
 from synth_pipeline.errors import SchemaError
 from synth_pipeline.schema import DatasetSchema
 from synth_pipeline.transformers import (
@@ -47,6 +56,13 @@ from synth_pipeline.transformers import (
     time_grid,
     to_ns,
     transformer_for,
+)
+from synth_pipeline.transformers.dp_noise import (
+    LEVEL_RANGE,
+    StatsAccountant,
+    cdf_quantiles,
+    noisy_histogram,
+    plan_queries,
 )
 
 __all__ = ["NA_LEVEL", "RARE_LEVEL", "N_CALENDAR", "QuantileMap", "EncodedData", "TableEncoder", "infer_freq",
@@ -152,6 +168,10 @@ class TableEncoder:
     identifiers: list[IdentifierTransformer] = field(default_factory=list)
     key: IdentifierTransformer | None = None
     layout: TimeLayout | None = None
+    # model.privacy: every stored data-dependent statistic through Gaussian mechanisms of this
+    # budget (``transformers/dp_noise.py``); never stored itself (its seed would undo the noise)
+    dp: StatisticsBudget | None = None
+    dp_info: dict[str, Any] | None = None  # what is stored instead: noise multiplier, delta, query count
 
     # -- views ---------------------------------------------------------------------------------
     @property
@@ -189,6 +209,8 @@ class TableEncoder:
 
     # -- fit -----------------------------------------------------------------------------------
     def fit(self, df: pd.DataFrame) -> TableEncoder:
+        if self.dp is not None:
+            return self._fit_dp(df)
         s, prot = self.schema, self.protection
         if s.entity_key is not None:
             self.key = IdentifierTransformer(s.entity_key, "identifier", "").fit(df[s.entity_key])
@@ -243,6 +265,107 @@ class TableEncoder:
             self._fit_levels(df, idx)
         return self
 
+    def _check_layout(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        s = self.schema
+        if s.entity_key is not None:
+            self.key = IdentifierTransformer(s.entity_key, "identifier", "").fit(df[s.entity_key])
+        self.identifiers = [IdentifierTransformer(c.name, "identifier", "").fit(df[c.name]) for c in s.identifiers]
+        idx, lengths, _ = sequence_index(df, s)
+        short = int((lengths < s.min_sequence_length).sum())
+        if short:
+            raise SchemaError(
+                f"{short} sequence(s) have fewer than min_sequence_length={s.min_sequence_length} rows "
+                f"(shortest {int(lengths.min())}); drop those entities or lower min_sequence_length"
+            )
+        return idx, lengths
+
+    def _fit_dp(self, df: pd.DataFrame) -> TableEncoder:
+        """``fit`` under differential privacy (``transformers/dp_noise.py``): the number of queries is
+        planned from the schema, every stored statistic comes from them, and the count made is
+        checked against the plan. The schema checks (static columns that vary, short sequences, too
+        many categories) still raise on the real data: they stop the run, they store nothing."""
+        s, prot = self.schema, self.protection
+        planned, thresholded = plan_queries(s, self.levels)
+        acc = StatsAccountant(self.dp, planned, thresholded)
+        idx, lengths = self._check_layout(df)
+        units = privacy_units(df, s)
+        seq_units = units[idx[:, 0]]
+        tdtype = str(df[s.time_index].dtype)
+        wall = to_ns(df[s.time_index])
+        # not private: the spacing is inferred from the data (TimeLayout.fit_dp says which facts)
+        freq = infer_freq(wall, idx[:, 0])
+        clock = TimeLayout.clock_for(freq, tdtype)
+        times = wall if clock == "wall" else to_ns(df[s.time_index], clock)
+        int_dtype = next((c.dtype for c in s.columns if c.name == s.time_index), None)
+        int_format = integer_time_format(int_dtype, times)
+        self.layout = TimeLayout.fit_dp(times[idx[:, 0]], lengths, seq_units, freq, tdtype, acc,
+                                        int_dtype=int_dtype if int_format else None, int_format=int_format,
+                                        clock=clock, fixed_length=s.sequence_length,
+                                        min_length=s.min_sequence_length)
+        self.codecs = []
+        n_units = int(np.unique(units).size)
+        for spec in s.modelled:
+            col = df[spec.name]
+            if spec.static and s.entity_key is not None:
+                per = df.groupby(s.entity_key, sort=False, observed=True)[spec.name].nunique(dropna=False)
+                if int(per.max()) > 1:
+                    raise SchemaError(
+                        f"column '{spec.name}' is marked static but varies within {int((per > 1).sum())} "
+                        f"entities; fix the data or set 'static: false'"
+                    )
+            t = transformer_for(spec.name, spec.kind, str(col.dtype), spec.static)
+            if t.is_numeric:
+                t.fit(col, units, prot, self.n_quantiles, self.clip_quantiles, dp=acc)
+                if spec.static:
+                    t.set_bins(n_units, self.static_bins, self.min_bin_sequences)
+            else:
+                t.fit(col, units, prot, self.max_categories, dp=acc)
+            self.codecs.append(t)
+        if self.levels:
+            self._fit_levels_dp(df, idx, seq_units, acc)
+        self.dp_info = acc.finish()
+        return self
+
+    def _fit_levels_dp(self, df: pd.DataFrame, idx: np.ndarray, seq_units: np.ndarray,
+                       acc: StatsAccountant) -> None:
+        """Levels under DP, 1 query per dynamic numeric column: a per-unit normalised noisy
+        histogram of sequence levels over the fixed range [-4, 4] of N(0,1) space; edges at its noisy
+        quantiles (the outer ones at the noisy extent). ``dev_std`` is post-processing of the same
+        histogram: the column is N(0,1) over units, so the within-sequence variance is about
+        1 - var(levels), plus the spread of levels around their bin centres (floored at 0.1 std so
+        standardised deviations never blow up). The number of level bins follows the (public) unit
+        count, as ``static_bins`` / ``min_bin_sequences``."""
+        z, obs = self._gauss(df, idx)
+        lv = self._seq_levels(z, obs)
+        has = obs.any(1)
+        n_units = int(np.unique(seq_units).size)
+        n_bins = int(min(self.static_bins, max(1, n_units // self.min_bin_sequences)))
+        for j, c in enumerate(self.num_codecs):
+            nb = acc.fine_bins(n_units)
+            edges = np.linspace(-LEVEL_RANGE, LEVEL_RANGE, nb + 1)
+            vals, u = lv[has[:, j], j], seq_units[has[:, j]]
+            b = np.clip(np.searchsorted(edges, vals, side="right") - 1, 0, nb - 1)
+            h = np.maximum(noisy_histogram(acc, b, u, nb), 0.0)
+            c.level_edges, c.dev_std = None, 1.0
+            if n_bins < 2 or not h.sum() > 0:
+                continue
+            p = h / h.sum()
+            mid = 0.5 * (edges[1:] + edges[:-1])
+            var_lv = float(np.sum(p * mid**2) - np.sum(p * mid) ** 2)
+            surv = np.flatnonzero(h > acc.sigma)
+            if surv.size == 0:
+                continue
+            e, cnt = edges[surv[0]: surv[-1] + 2], h[surv[0]: surv[-1] + 1]
+            q = np.unique(cdf_quantiles(e, cnt, np.linspace(0, 1, n_bins + 1)))
+            if len(q) < 3:
+                continue
+            c.level_edges = q.tolist()
+            # spread of levels inside their level bins (uniform within the noisy density's bins)
+            w_lv = np.diff(q)
+            cdf_at = np.interp(q, np.r_[edges[0], edges[1:]], np.r_[0.0, np.cumsum(p)])
+            p_lv = np.diff(cdf_at)
+            inside = float(np.sum(p_lv * w_lv**2) / 12.0)
+            c.dev_std = float(np.sqrt(np.clip(1.0 - var_lv, 0.0, 1.0) + inside).clip(0.1, 1.0))
 
     def _gauss(self, df: pd.DataFrame, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Dynamic numerics in N(0,1) space [N, T, Fn] and their observed-mask."""
@@ -478,7 +601,7 @@ class TableEncoder:
             "identifiers": [c.to_dict() for c in self.identifiers],
             "key": self.key.to_dict() if self.key else None,
             "layout": self.layout.to_dict() if self.layout else None,
-        }
+        } | ({"dp": dict(self.dp_info)} if self.dp_info else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TableEncoder:
@@ -489,6 +612,7 @@ class TableEncoder:
         ids = [IdentifierTransformer(**c) for c in d.pop("identifiers")]
         key = d.pop("key")
         layout = d.pop("layout")
+        d["dp_info"] = d.pop("dp", None)
         d["clip_quantiles"] = tuple(d["clip_quantiles"])
         return cls(schema=schema, protection=Protection(**prot) if prot else None, codecs=codecs, identifiers=ids,
                    key=IdentifierTransformer(**key) if key else None,

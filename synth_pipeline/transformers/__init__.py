@@ -11,6 +11,9 @@ binary         categorical.BinaryTransformer          same
 identifier     identifier.IdentifierTransformer       never modelled: fresh surrogate keys
 time index     time_layout.TimeLayout                 k-anonymous start / length bins on the grid
 =============  =====================================  ==========================================
+
+Under differential privacy (``model.privacy``; ``TableEncoder(dp=StatisticsBudget)``) each of these
+fits takes a ``dp_noise.StatsAccountant`` instead and releases only noisy statistics (``dp_noise.py``).
 """
 
 from synth_pipeline.transformers.base import ColumnTransformer, transformer_for

@@ -4,6 +4,11 @@ A level held by fewer than ``k`` distinct entities (``protection.py``; default 5
 is not stored, the model sees one protected level in its place, and the output carries the
 protected token (``_RARE_`` by default, ``model.rare_token`` to choose another). A missing value is
 a level of its own.
+
+With ``model.privacy`` (``fit(..., dp=...)``) the level set is a thresholded noisy histogram
+(``dp_noise.thresholded_levels``; the threshold rule and its delta bound are in that module's
+docstring): a level survives when its per-unit normalised noisy count clears the threshold, the
+protected level is always present, and a level held by a single entity never survives.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import pandas as pd
 
 from synth_pipeline.errors import ConditioningError, SchemaError
 from synth_pipeline.transformers.base import ColumnTransformer
-from synth_pipeline.transformers.protection import Protection, unit_counts
+from synth_pipeline.transformers.dp_noise import StatsAccountant, thresholded_levels
+from synth_pipeline.transformers.protection import RARE_TOKEN, Protection, unit_counts
 
 NA_LEVEL = "<NA>"
 RARE_LEVEL = "<rare>"  # the model's protected level; decoded to ``rare_token``
@@ -33,7 +39,7 @@ class CategoricalTransformer(ColumnTransformer):
     KINDS: ClassVar[tuple[str, ...]] = ("categorical",)
 
     def fit(self, col: pd.Series, units: np.ndarray, prot: Protection | None,
-            max_categories: int = 1000) -> CategoricalTransformer:
+            max_categories: int = 1000, dp: StatsAccountant | None = None) -> CategoricalTransformer:
         nn = col.notna().to_numpy()
         n_levels = int(col[nn].nunique())
         if n_levels > max_categories:
@@ -42,6 +48,8 @@ class CategoricalTransformer(ColumnTransformer):
                 f"{max_categories}; set its kind to 'identifier' or 'ignore', or raise "
                 f"model.max_categories if it really is a category"
             )
+        if dp is not None:
+            return self._fit_dp(col, units, prot, dp)
         self.n_seen = n_levels + int((~nn).any())
         vals = col.to_numpy(dtype=object, na_value=None)[nn]
         counts = unit_counts(vals, units[nn])
@@ -55,6 +63,24 @@ class CategoricalTransformer(ColumnTransformer):
         if self.has_missing:
             levels.append(NA_LEVEL)
         self.levels = levels
+        return self
+
+    def _fit_dp(self, col: pd.Series, units: np.ndarray, prot: Protection | None,
+                dp: StatsAccountant) -> CategoricalTransformer:
+        """Differentially private level set (``dp_noise.thresholded_levels``): a level is kept when its
+        per-unit normalised noisy count clears the threshold that bounds, for every unit, the chance
+        that a level held by it alone survives by ``delta_q``; missing values are a level of their own
+        (kept the same way). The protected level is always present (data-independent), and
+        ``n_seen`` is the number of released levels, not the number seen."""
+        kept = thresholded_levels(dp, col.to_numpy(dtype=object, na_value=None), units)
+        self.has_missing = None in kept
+        levels = sorted((_py(v) for v in kept if v is not None), key=_sort_key)
+        levels.append(RARE_LEVEL)
+        self.rare_token = prot.rare_token if prot is not None else RARE_TOKEN
+        if self.has_missing:
+            levels.append(NA_LEVEL)
+        self.levels = levels
+        self.n_seen = len(levels)
         return self
 
     @property

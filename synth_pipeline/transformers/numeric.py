@@ -4,6 +4,12 @@ Fitted on one value per entity for static columns and on rows for time-varying o
 at a randomised k-th extreme entity (``protection.py``), interior knots are smoothed quantiles, so
 no stored knot is a real value and generated values interpolate between knots (a real value comes
 back only where many entities share it, e.g. a round number).
+
+With ``model.privacy`` (``fit(..., dp=...)``) the map comes from ``dp_noise.numeric_histogram``
+instead: three per-unit normalised noisy histograms (a data-independent coarse domain, then two
+linear refinements between the noisy bounds), bounds at the extent of the bins that clear the noise,
+knots at the last histogram's noisy quantiles, ``has_missing`` from a noisy "missing" bin. Static
+token counts (``set_bins``) follow the public unit count and the released knots.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from scipy.special import ndtr, ndtri
 
 from synth_pipeline.errors import SchemaError
 from synth_pipeline.transformers.base import ColumnTransformer
+from synth_pipeline.transformers.dp_noise import StatsAccountant, cdf_quantiles, numeric_histogram
 from synth_pipeline.transformers.protection import (
     Protection,
     move_rare_knots,
@@ -51,6 +58,14 @@ class QuantileMap:
         knots[0], knots[-1] = lo, hi
         knots = np.clip(np.maximum.accumulate(knots), lo, hi)
         knots = move_rare_knots(knots, x, units, prot.k)
+        return cls(knots=knots.tolist(), probs=probs.tolist())
+
+    @classmethod
+    def fit_dp(cls, hist: dict[str, Any], n_units: int, n_quantiles: int) -> QuantileMap:
+        """Knots at the noisy CDF's quantiles of ``dp_noise.numeric_histogram``'s last stage; the ends
+        are its noisy bounds (post-processing only: monotone, lo < hi)."""
+        probs = np.linspace(0.0, 1.0, _n_knots(n_units, n_quantiles))
+        knots = cdf_quantiles(np.asarray(hist["edges"]), np.asarray(hist["counts"]), probs)
         return cls(knots=knots.tolist(), probs=probs.tolist())
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -94,9 +109,12 @@ class ContinuousTransformer(ColumnTransformer):
 
     # -- fit ---------------------------------------------------------------------------------
     def fit(self, col: pd.Series, units: np.ndarray, prot: Protection | None, n_quantiles: int = 256,
-            clip_quantiles: tuple[float, float] = (0.001, 0.999)) -> ContinuousTransformer:
+            clip_quantiles: tuple[float, float] = (0.001, 0.999),
+            dp: StatsAccountant | None = None) -> ContinuousTransformer:
         x = self.values(col)
         miss = np.isnan(x)
+        if dp is not None:
+            return self._fit_dp(x, units, dp, n_quantiles)
         self.has_missing = bool(miss.any())
         if miss.all():
             raise SchemaError(f"column '{self.name}' has no values in the training data; set kind 'ignore'")
@@ -112,6 +130,17 @@ class ContinuousTransformer(ColumnTransformer):
         else:
             umin, umax = per.min().to_numpy(), per.max().to_numpy()
         self.qmap = QuantileMap.fit_protected(x, u, umin, umax, n_quantiles, prot, prot.rng(self.name))
+        return self
+
+    def _fit_dp(self, x: np.ndarray, units: np.ndarray, dp: StatsAccountant, n_quantiles: int) -> ContinuousTransformer:
+        """Differentially private fit (``dp_noise``): bounds, knots and ``has_missing`` from three
+        per-unit normalised noisy histograms; nothing else about the data is read. A column with no
+        values does not raise here (that would reveal it); its map is the noisy one all the same."""
+        n_units = int(np.unique(units).size)
+        domain = "datetime" if self.kind == "datetime" else "log"
+        hist = numeric_histogram(dp, x, units, n_units, domain)
+        self.has_missing = hist["has_missing"]
+        self.qmap = QuantileMap.fit_dp(hist, n_units, n_quantiles)
         return self
 
     def set_bins(self, n_sequences: int, static_bins: int, min_bin_sequences: int) -> None:

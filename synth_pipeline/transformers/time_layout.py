@@ -1,7 +1,11 @@
 """The time index and the sequence layout: spacing, calendar features, and a protected model of
 where sequences start and how long they are.
 
-Starts and lengths are drawn from k-anonymous histograms (``protection.KAnonymousBins``) over
+With ``model.privacy`` (``TimeLayout.fit_dp``) the phase, the calendar-cycle places, the start and
+length bins come from noisy per-unit normalised histograms instead (``dp_noise.py``); the spacing
+(``infer_freq``) and the integer format stay inferred from the data (see ``fit_dp``).
+
+Without it, starts and lengths are drawn from k-anonymous histograms (``protection.KAnonymousBins``) over
 protected ranges, never from a stored list of real values: every bin holds at least ``k`` entities,
 the range ends at a randomised k-th extreme, and a start is a point of the real time grid (the
 data's spacing, on the lattice its sequence starts use: e.g. windows that start at midnight keep
@@ -17,6 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.transformers.dp_noise import (
+    StatsAccountant,
+    numeric_histogram,
+    thresholded_levels,
+    unit_weights,
+)
 from synth_pipeline.transformers.protection import KAnonymousBins, Protection
 
 N_CALENDAR = 8
@@ -209,6 +219,14 @@ def observed_holidays(times_ns: np.ndarray, first: np.ndarray, last: np.ndarray,
     return [str(d) for d in cand[spans >= min_spans]]
 
 
+def _bins(edges: np.ndarray, counts: np.ndarray) -> KAnonymousBins:
+    """Histogram bins for sampling from noisy counts (uniform when none is positive)."""
+    c = np.maximum(np.asarray(counts, dtype=np.float64), 0.0)
+    if not c.sum() > 0:
+        c = np.ones_like(c)
+    return KAnonymousBins([float(v) for v in edges], [float(v) for v in c])
+
+
 def integer_time_format(dtype: str | None, times_ns: np.ndarray) -> str | None:
     """How an integer time index was written: years ("%Y": every time is Jan 1, 00:00) or dates as
     yyyymmdd ("%Y%m%d": midnight); None when the column was not integer."""
@@ -277,6 +295,56 @@ class TimeLayout:
         max_len = int(max(1, np.floor(lens.edges[-1])))
         return cls(freq, phase, max_len, time_dtype, starts, lens, clock, list(holidays or []), int_format,
                    int_dtype, cycle_probs, step, lattice0)
+
+    @classmethod
+    def fit_dp(cls, start_ns: np.ndarray, lengths: np.ndarray, seq_units: np.ndarray, freq: str,
+               time_dtype: str | None, dp: StatsAccountant, int_dtype: str | None = None,
+               int_format: str | None = None, clock: str = "wall",
+               fixed_length: int | None = None, min_length: int = 1) -> TimeLayout:
+        """Differentially private layout (``dp_noise``; 8 queries, sequences weighted 1/(sequences
+        of their unit)): the grid's phase is the most common start residue among those whose noisy
+        count clears the level threshold (0 if none); starts keep their place in the calendar cycle
+        through a noisy histogram over the cycle's places (places below the bin threshold get 0);
+        start and length bins are the last stage of the numeric procedure (datetime domain for starts,
+        signed decades for lengths; never below the schema's ``min_sequence_length``). The lattice of starts is the grid itself (step 1): the gcd of the
+        start positions would depend on single units. Business-day holidays are not learned (empty):
+        which weekdays no row has is decided by single units.
+
+        Not private: ``freq`` (``infer_freq``: the most common spacing, and whether every time is a
+        weekday / a month start) and ``int_format`` (whether every time is on Jan 1 / midnight) are
+        format facts, but one unit can change them (e.g. a single row off the grid or on a weekend);
+        they stay as inferred and are named in the release's privacy notes by the lead."""
+        units = np.asarray(seq_units)
+        n_units = int(np.unique(units).size)
+        mod = DAY_NS if freq == "B" or _months(freq) is not None else _fixed_step(freq)
+        kept = thresholded_levels(dp, (np.asarray(start_ns) % mod).astype(object), units)
+        phase = int(max(kept, key=lambda r: (kept[r], -int(r)))) if kept else 0
+        pos = grid_position(start_ns, freq, phase, None)
+        m = 12 if _months(freq) is not None else _cycle(freq)  # yearly data keeps its month too
+        cycle_probs: list[float] = []
+        if m > 1:
+            place = np.mod(pos, m)
+            h = dp.gaussian(np.bincount(place, weights=unit_weights(units), minlength=m)[:m])
+            kept_p = np.where(h > dp.bin_threshold(m), h, 0.0)
+            cycle_probs = (kept_p / kept_p.sum() if kept_p.sum() > 0 else np.full(m, 1.0 / m)).tolist()
+        else:  # no cycle: the query is made all the same (its count is fixed by the plan) and unused
+            dp.gaussian(np.array([float(n_units)]))
+        hs = numeric_histogram(dp, np.asarray(start_ns, dtype=np.float64), units, n_units, "datetime")
+        e_pos = grid_position(np.asarray(hs["edges"]).astype(np.int64), freq, phase, None).astype(np.float64)
+        e_pos = np.maximum.accumulate(e_pos)
+        if m > 1:
+            e_pos = np.floor_divide(e_pos, m)
+        starts = _bins(e_pos, hs["counts"])
+        hl = numeric_histogram(dp, np.asarray(lengths, dtype=np.float64), units, n_units, "log")
+        if fixed_length is not None:
+            lens = KAnonymousBins([float(fixed_length), float(fixed_length)], [1.0])
+            max_len = int(fixed_length)
+        else:
+            e = np.clip(np.asarray(hl["edges"]), float(max(min_length, 1)), None)  # the schema's minimum
+            lens = _bins(e, hl["counts"])
+            max_len = int(max(1, np.floor(e[-1])))
+        return cls(freq, phase, max_len, time_dtype, starts, lens, clock, [], int_format, int_dtype,
+                   cycle_probs, 1, 0)
 
     # -- the time column ------------------------------------------------------------------------
     def to_ns(self, col: pd.Series) -> np.ndarray:

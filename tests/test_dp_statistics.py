@@ -1,0 +1,169 @@
+"""The encoder's statistics under differential privacy (issue 20 item 2; transformers/dp_noise.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synth_pipeline.dp import StatisticsBudget
+from synth_pipeline.encoding import TableEncoder
+from synth_pipeline.ingest import coerce
+from synth_pipeline.schema import infer_schema
+from synth_pipeline.transformers import dp_noise
+from synth_pipeline.transformers.dp_noise import StatsAccountant, level_threshold, plan_queries
+
+
+def table(n: int = 200, T: int = 12, seed: int = 0, solo: bool = True) -> pd.DataFrame:
+    """Static numeric (size), dynamic numerics (x, n), a datetime (when), a dynamic categorical (c)
+    with one level held by a single entity, a static binary (grp) and a static level all hold (kind)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for e in range(n):
+        L = T - e % 4
+        start = pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(e % 30))
+        lvl = rng.lognormal(3, 0.5)
+        for t in range(L):
+            rows.append({
+                "key": f"E{e}", "ts": start + pd.Timedelta(hours=t), "x": rng.normal(lvl, 1.0),
+                "n": int(rng.integers(0, 50)), "c": "solo" if (solo and e == 0) else ["a", "b"][(e + t) % 2],
+                "grp": ["g1", "g2"][e % 2], "kind": "all", "size": 10.0 + float(e % 7),
+                "when": pd.Timestamp("2020-01-01") + pd.Timedelta(days=int(rng.integers(0, 1000))),
+            })
+    return pd.DataFrame(rows)
+
+
+def prepared(df: pd.DataFrame):
+    schema = infer_schema(df, time_index="ts", entity_key="key")
+    for c in schema.columns:  # one level held by every entity is still a category
+        if c.name == "kind":
+            c.kind = type(c.kind)("categorical")
+    return coerce(df, schema), schema
+
+
+def fit_dp(df, schema, noise: float, seed: int = 0, **kw) -> TableEncoder:
+    return TableEncoder(schema, dp=StatisticsBudget(noise, 1e-6, seed), **kw).fit(df)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepared(table())
+
+
+def test_query_count_planned_equals_made(data, monkeypatch):
+    df, schema = data
+    kinds = {c.name: (c.kind.value, c.static) for c in schema.modelled}
+    assert kinds["x"] == ("continuous", False) and kinds["size"] == ("continuous", True)
+    assert kinds["when"][0] == "datetime" and kinds["c"] == ("categorical", False)
+    n_num = sum(k in ("continuous", "integer", "datetime") for k, _ in kinds.values())
+    n_dyn = sum(k in ("continuous", "integer", "datetime") and not s for k, s in kinds.values())
+    n_cat = len(kinds) - n_num
+    expected = (dp_noise.QUERIES_LAYOUT + dp_noise.QUERIES_NUMERIC * n_num + dp_noise.QUERIES_LEVELS * n_dyn
+                + dp_noise.QUERIES_CATEGORICAL * n_cat)
+    assert plan_queries(schema, levels=True) == (expected, n_cat + dp_noise.THRESHOLDED_LAYOUT)
+    made, sigmas = [], []
+    orig = StatsAccountant.gaussian
+
+    def counting(self, values):
+        made.append(1)
+        sigmas.append(self.sigma)
+        return orig(self, values)
+
+    monkeypatch.setattr(StatsAccountant, "gaussian", counting)
+    enc = fit_dp(df, schema, 4.0)
+    assert len(made) == expected == enc.dp_info["queries"]
+    assert np.allclose(sigmas, StatisticsBudget(4.0, 1e-6).per_query(expected))
+    # without levels the plan drops one query per dynamic numeric, and the fit agrees
+    made.clear()
+    enc = fit_dp(df, schema, 4.0, levels=False)
+    assert len(made) == expected - dp_noise.QUERIES_LEVELS * n_dyn == enc.dp_info["queries"]
+
+
+def test_tiny_noise_approximates_the_data(data):
+    df, schema = data
+    enc = fit_dp(df, schema, 1e-6)
+    by = {c.name: c for c in enc.codecs}
+    for name in ("x", "n", "size"):
+        v = df[name].to_numpy(float)
+        lo, hi = by[name].qmap.bounds
+        span = v.max() - v.min()
+        assert lo <= v.min() + 1e-9 and hi >= v.max() - 1e-9, name  # all the data, at bin resolution
+        assert v.min() - lo < 0.2 * span + 1.0 and hi - v.max() < 0.2 * span, (name, lo, hi)
+        knots = np.asarray(by[name].qmap.knots)
+        assert np.all(np.diff(knots) >= 0)
+        probs = np.asarray(by[name].qmap.probs)
+        mid = np.interp(0.5, probs, knots)
+        assert abs(mid - np.median(df.groupby("key")[name].median())) < 0.15 * span, name
+    # even without noise a level held by one entity stays below the threshold (tau > 1 >= its count)
+    assert by["c"].real_levels == ["a", "b"]
+    assert by["grp"].real_levels == ["g1", "g2"] and by["kind"].real_levels == ["all"]
+    assert enc.layout.max_len == 12
+    assert [c.level_edges is not None for c in enc.num_codecs] == [True] * len(enc.num_codecs)
+
+
+def test_realistic_noise_fits_and_round_trips(data, tmp_path):
+    df, schema = data
+    for seed in range(3):
+        enc = fit_dp(df, schema, 4.0, seed=seed)
+        by = {c.name: c for c in enc.codecs}
+        assert "solo" not in by["c"].real_levels  # held by one entity: never survives
+        assert by["kind"].real_levels == ["all"]  # held by all 200: survives
+        for c in enc.codecs:
+            if c.is_numeric:
+                k = np.asarray(c.qmap.knots)
+                assert np.all(np.isfinite(k)) and np.all(np.diff(k) >= 0) and k[-1] > k[0]
+        d = enc.transform(df)
+        for f in ("num", "num_miss", "calendar"):
+            assert np.isfinite(getattr(d, f)).all()
+        assert np.abs(d.num).max() < 100
+        out = enc.inverse_transform(d.num, d.num_miss, d.cat, d.static, d.lengths, d.start_ns,
+                                    np.random.default_rng(0))
+        assert len(out) == int(d.lengths.sum()) and not out[["x", "n", "size", "when"]].isna().any().any()
+        lengths, starts = enc.layout.draw(50, np.random.default_rng(1))
+        assert lengths.min() >= 1 and lengths.max() <= enc.max_len
+        assert (pd.to_datetime(starts) > pd.Timestamp("2000-01-01")).all()
+    text = json.dumps(enc.to_dict(), default=float)
+    assert '"dp"' in text and "seed" not in json.dumps(enc.to_dict()["dp"])
+    enc.save(tmp_path / "enc.json")
+    back = TableEncoder.load(tmp_path / "enc.json")
+    assert back.dp_info == enc.dp_info and back.to_dict() == json.loads(json.dumps(enc.to_dict(), default=float))
+
+
+def test_one_entity_extreme_value_does_not_move_the_bounds(data):
+    df, schema = data
+    v = df["x"].to_numpy(float)
+    moved = df.copy()
+    moved.loc[moved["key"] == "E7", "x"] = 1e9
+    for seed in range(3):
+        a = {c.name: c for c in fit_dp(df, schema, 4.0, seed=seed).codecs}["x"]
+        b = {c.name: c for c in fit_dp(moved, schema, 4.0, seed=seed).codecs}["x"]
+        assert b.qmap.bounds[1] < 1e3  # nowhere near the one entity's 1e9
+        assert a.qmap.bounds[1] != v.max() and a.qmap.bounds[0] != v.min()
+        assert abs(b.qmap.bounds[1] - a.qmap.bounds[1]) <= 0.5 * (a.qmap.bounds[1] - a.qmap.bounds[0])
+
+
+def test_tiny_panels_never_crash():
+    for n in (1, 3, 12, 50):
+        df, schema = prepared(table(n=n, T=6))
+        enc = fit_dp(df, schema, 4.0)
+        d = enc.transform(df)
+        assert np.isfinite(d.num).all()
+        enc.inverse_transform(d.num, d.num_miss, d.cat, d.static, d.lengths, d.start_ns, np.random.default_rng(0))
+
+
+def test_threshold_bounds_a_single_units_levels():
+    from scipy.special import ndtr
+
+    for sigma in (0.5, 4.0, 20.0):
+        tau = level_threshold(sigma, 1e-7)
+        d = np.arange(1, dp_noise.MAX_LEVELS_PER_UNIT + 1)
+        assert np.max(d * ndtr(-(tau - 1 / np.sqrt(d)) / sigma)) <= 1e-7 * (1 + 1e-6)
+        assert np.max(d * ndtr(-(0.99 * tau - 1 / np.sqrt(d)) / sigma)) > 1e-7  # the smallest such tau
+
+
+def test_non_dp_encoder_stores_no_dp_key(data):
+    df, schema = data
+    enc = TableEncoder(schema).fit(df)
+    assert "dp" not in enc.to_dict() and enc.dp_info is None
