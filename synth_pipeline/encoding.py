@@ -631,12 +631,15 @@ class TableEncoder:
 
     def public_schema(self) -> DatasetSchema:
         """The schema as it may leave the training boundary (the model directory, MLflow): pinned
-        categories reduced to the modelled levels (+ the protected token), no pinned min/max, no notes."""
+        categories reduced to the modelled levels (+ the protected token), no pinned min/max, no notes;
+        under DP, a modelled column's ``nullable`` is its codec's noisy ``has_missing``."""
         d = self.schema.to_dict()
         by_name = {c.name: c for c in self.codecs}
         for col in d["columns"]:
             t = by_name.get(col["name"])
             col.pop("notes", None)
+            if self.dp_info and t is not None:  # under DP: whether values are missing is the noisy answer
+                col["nullable"] = bool(t.has_missing)
             col.pop("min", None)
             col.pop("max", None)
             if col.get("categories") is not None:

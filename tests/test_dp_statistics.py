@@ -124,6 +124,8 @@ def test_realistic_noise_fits_and_round_trips(data, tmp_path):
         lengths, starts = enc.layout.draw(50, np.random.default_rng(1))
         assert lengths.min() >= 1 and lengths.max() <= enc.max_len
         assert (pd.to_datetime(starts) > pd.Timestamp("2000-01-01")).all()
+    public = {c["name"]: c for c in enc.public_schema().to_dict()["columns"]}
+    assert all(public[c.name].get("nullable", True) == c.has_missing for c in enc.codecs)
     text = json.dumps(enc.to_dict(), default=float)
     assert '"dp"' in text and "seed" not in json.dumps(enc.to_dict()["dp"])
     enc.save(tmp_path / "enc.json")
@@ -147,7 +149,10 @@ def test_one_entity_extreme_value_does_not_move_the_bounds(data):
 def test_tiny_panels_never_crash():
     for n in (1, 3, 12, 50):
         df, schema = prepared(table(n=n, T=6))
-        enc = fit_dp(df, schema, 4.0)
+        enc = fit_dp(df, schema, 4.2)
+        for c in enc.num_codecs + [c for c in enc.static_codecs if c.is_numeric]:
+            k = np.asarray(c.qmap.knots)
+            assert np.isfinite(k).all() and np.all(np.diff(k) >= 0) and k[-1] > k[0]  # usable, never degenerate
         d = enc.transform(df)
         assert np.isfinite(d.num).all()
         enc.inverse_transform(d.num, d.num_miss, d.cat, d.static, d.lengths, d.start_ns, np.random.default_rng(0))
