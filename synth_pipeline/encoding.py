@@ -59,6 +59,7 @@ from synth_pipeline.transformers import (
 )
 from synth_pipeline.transformers.dp_noise import (
     LEVEL_RANGE,
+    MIN_MASS,
     StatsAccountant,
     cdf_quantiles,
     noisy_histogram,
@@ -69,6 +70,7 @@ __all__ = ["NA_LEVEL", "RARE_LEVEL", "N_CALENDAR", "QuantileMap", "EncodedData",
            "time_grid", "sequence_index", "sequence_ids", "privacy_units"]
 
 log = logging.getLogger(__name__)
+DEV_FLOOR = 0.5  # under DP: the smallest dev_std (a noisy level variance must not blow deviations up)
 
 
 @dataclass
@@ -332,8 +334,8 @@ class TableEncoder:
         histogram of sequence levels over the fixed range [-4, 4] of N(0,1) space; edges at its noisy
         quantiles (the outer ones at the noisy extent). ``dev_std`` is post-processing of the same
         histogram: the column is N(0,1) over units, so the within-sequence variance is about
-        1 - var(levels), plus the spread of levels around their bin centres (floored at 0.1 std so
-        standardised deviations never blow up). The number of level bins follows the (public) unit
+        1 - var(levels), plus the spread of levels around their bin centres (floored at ``DEV_FLOOR``
+        so standardised deviations never blow up: too large a ``dev_std`` only shrinks them). The number of level bins follows the (public) unit
         count, as ``static_bins`` / ``min_bin_sequences``."""
         z, obs = self._gauss(df, idx)
         lv = self._seq_levels(z, obs)
@@ -349,12 +351,15 @@ class TableEncoder:
             c.level_edges, c.dev_std = None, 1.0
             if n_bins < 2 or not h.sum() > 0:
                 continue
-            p = h / h.sum()
-            mid = 0.5 * (edges[1:] + edges[:-1])
-            var_lv = float(np.sum(p * mid**2) - np.sum(p * mid) ** 2)
-            surv = np.flatnonzero(h > acc.sigma)
+            surv = np.flatnonzero(h > max(acc.sigma, MIN_MASS))
             if surv.size == 0:
                 continue
+            p = np.zeros(nb)
+            p[surv[0]: surv[-1] + 1] = h[surv[0]: surv[-1] + 1]  # the bins that clear the noise
+            p /= p.sum()
+            mid = 0.5 * (edges[1:] + edges[:-1])
+            # Sheppard's correction: midpoints of bins of width w overstate the variance by w^2 / 12
+            var_lv = float(np.sum(p * mid**2) - np.sum(p * mid) ** 2 - (edges[1] - edges[0]) ** 2 / 12.0)
             e, cnt = edges[surv[0]: surv[-1] + 2], h[surv[0]: surv[-1] + 1]
             q = np.unique(cdf_quantiles(e, cnt, np.linspace(0, 1, n_bins + 1)))
             if len(q) < 3:
@@ -365,7 +370,7 @@ class TableEncoder:
             cdf_at = np.interp(q, np.r_[edges[0], edges[1:]], np.r_[0.0, np.cumsum(p)])
             p_lv = np.diff(cdf_at)
             inside = float(np.sum(p_lv * w_lv**2) / 12.0)
-            c.dev_std = float(np.sqrt(np.clip(1.0 - var_lv, 0.0, 1.0) + inside).clip(0.1, 1.0))
+            c.dev_std = float(np.sqrt(np.clip(1.0 - var_lv, 0.0, 1.0) + inside).clip(DEV_FLOOR, 1.0))
 
     def _gauss(self, df: pd.DataFrame, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Dynamic numerics in N(0,1) space [N, T, Fn] and their observed-mask."""

@@ -13,8 +13,9 @@ Queries per column kind (``plan_queries``):
 
 * numeric (continuous, integer, datetime; static or time-varying): 3 -- a histogram over a
   data-independent coarse domain (signed decades from 1e-6 to 1e19 in magnitude, or 4-year bins
-  from 1900 to 2100 for datetimes) with one extra "missing" bin, then two histograms with linear
-  bins between the previous stage's noisy bounds; the bounds span the run of bins around the noisy
+  from 1900 to 2100 for datetimes) with one extra "missing" bin, then two histograms with bins
+  between the previous stage's noisy bounds (log-spaced over a one-signed range of a decade or
+  more, linear otherwise); the bounds span the run of bins around the noisy
   mode whose noisy counts clear 1-1.5 noise stds, plus any bin clearing a Bonferroni threshold
   (``_extent``: an extreme value held by few units never moves them) and the
   quantile knots are read off the last histogram's noisy CDF (monotone by construction).
@@ -71,7 +72,8 @@ MAX_FINE_BINS = 64
 MIN_FINE_BINS = 4
 LEVEL_RANGE = 4.0  # per-sequence levels live in N(0,1) space, clipped to +-ndtri(1e-4) ~ 3.72
 NEAR_COARSE = 1.5  # a coarse bin next to the bounds' run joins it above this many noise stds
-NEAR_FINE = 1.0  # the same in the refinements (their range is already bounded)
+NEAR_FINE = 0.5  # refinements drop an outer tail whose noisy mass is below this many noise stds
+MIN_MASS = 1e-3  # no threshold is below this many units (the noiseless limit: an empty bin is empty)
 
 _NS_1900 = int(np.datetime64("1900-01-01", "ns").astype(np.int64))
 _NS_2100 = int(np.datetime64("2100-01-01", "ns").astype(np.int64))
@@ -120,7 +122,7 @@ class StatsAccountant:
     # -- thresholds ------------------------------------------------------------------------------
     def bin_threshold(self, n_bins: int) -> float:
         """A noisy count above this is 'held by several units' (few false bins among ``n_bins``)."""
-        return self.sigma * max(2.0, float(ndtri(1.0 - 0.05 / max(n_bins, 1))))
+        return max(self.sigma * max(2.0, float(ndtri(1.0 - 0.01 / max(n_bins, 1)))), MIN_MASS)
 
     def fine_bins(self, n_units: int) -> int:
         """Linear bins per refinement: each holds ~4 noise stds of units on average (N is public)."""
@@ -158,22 +160,50 @@ def _bin_of(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
 
 
-def _extent(h: np.ndarray, sigma: float, thr_far: float, thr_near: float) -> tuple[int, int]:
+def _extent(h: np.ndarray, sigma: float, thr_far: float, thr_near: float, gap: bool) -> tuple[int, int]:
     """The bins a bound may span: from the noisy mode, extended to neighbours (one empty bin may be
-    skipped) whose noisy count clears ``thr_near``, united with the first..last bin that clears
-    ``thr_far`` (a separate cluster far from the mode). Post-processing of the noisy counts only."""
+    skipped when ``gap``) whose noisy count clears ``thr_near`` noise stds, united with the
+    first..last bin that clears ``thr_far`` (a separate cluster far from the mode). Post-processing
+    of the noisy counts only."""
     n = len(h)
     j = int(np.argmax(h))
     a = b = j
-    near = thr_near * sigma
-    while a - 1 >= 0 and (h[a - 1] > near or (a - 2 >= 0 and h[a - 2] > near)):
+    near = max(thr_near * sigma, MIN_MASS)
+    while a - 1 >= 0 and (h[a - 1] > near or (gap and a - 2 >= 0 and h[a - 2] > near)):
         a -= 1 if h[a - 1] > near else 2
-    while b + 1 < n and (h[b + 1] > near or (b + 2 < n and h[b + 2] > near)):
+    while b + 1 < n and (h[b + 1] > near or (gap and b + 2 < n and h[b + 2] > near)):
         b += 1 if h[b + 1] > near else 2
     far = np.flatnonzero(h > thr_far)
     if far.size:
         a, b = min(a, int(far[0])), max(b, int(far[-1]))
     return a, b
+
+
+def _tails(h: np.ndarray, sigma: float, thr: float) -> tuple[int, int]:
+    """The bins a refined bound spans: outer bins are dropped from each side while the noisy mass
+    dropped on that side stays below ``thr`` noise stds (a tail too light to tell from nothing); a dip
+    inside the range never cuts off the mass beyond it. Post-processing of the noisy counts only."""
+    j = int(np.argmax(h))
+    a, b = 0, len(h) - 1
+    t = max(thr * sigma, MIN_MASS)
+    while a < j and h[: a + 1].sum() < t:
+        a += 1
+    while b > j and h[b:].sum() < t:
+        b -= 1
+    return a, b
+
+
+def refine_edges(lo: float, hi: float, n_bins: int) -> np.ndarray:
+    """Bins between noisy bounds: log-spaced when the range is one-signed and spans a decade or more
+    (heavy-tailed positives), linear otherwise. A function of the noisy bounds only."""
+    if lo > 0 and hi / lo >= 10:
+        e = np.geomspace(lo, hi, n_bins + 1)
+    elif hi < 0 and lo / hi >= 10:
+        e = -np.geomspace(-lo, -hi, n_bins + 1)
+    else:
+        e = np.linspace(lo, hi, n_bins + 1)
+    e[0], e[-1] = lo, hi
+    return e
 
 
 def numeric_histogram(acc: StatsAccountant, x: np.ndarray, units: np.ndarray, n_units: int,
@@ -188,15 +218,15 @@ def numeric_histogram(acc: StatsAccountant, x: np.ndarray, units: np.ndarray, n_
     h0 = noisy_histogram(acc, b0, units, len(e0))
     thr0 = acc.bin_threshold(len(e0))
     has_missing = bool(h0[-1] > thr0)
-    i, j = _extent(h0[:-1], acc.sigma, thr0, NEAR_COARSE)
+    i, j = _extent(h0[:-1], acc.sigma, thr0, NEAR_COARSE, gap=True)
     lo, hi = float(e0[i]), float(e0[j + 1])
     xv, uv = x[~miss], units[~miss]
     edges, h = e0, h0[:-1]
     for stage in range(QUERIES_NUMERIC - 1):
         nb = acc.fine_bins(n_units)
-        edges = np.linspace(lo, hi, nb + 1)
+        edges = refine_edges(lo, hi, nb)
         h = noisy_histogram(acc, _bin_of(np.clip(xv, lo, hi), edges), uv, nb)
-        i, j = _extent(h, acc.sigma, acc.bin_threshold(nb), NEAR_FINE)
+        i, j = _tails(h, acc.sigma, NEAR_FINE)
         lo, hi = float(edges[i]), float(edges[j + 1])
         if stage == QUERIES_NUMERIC - 2:
             edges, h = edges[i: j + 2], h[i: j + 1]
