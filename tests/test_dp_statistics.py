@@ -150,6 +150,7 @@ def test_tiny_panels_never_crash():
     for n in (1, 3, 12, 50):
         df, schema = prepared(table(n=n, T=6))
         enc = fit_dp(df, schema, 4.2)
+        assert 2 <= enc.max_len <= 1000  # lengths lost in the noise fall back to min_sequence_length
         for c in enc.num_codecs + [c for c in enc.static_codecs if c.is_numeric]:
             k = np.asarray(c.qmap.knots)
             assert np.isfinite(k).all() and np.all(np.diff(k) >= 0) and k[-1] > k[0]  # usable, never degenerate
@@ -172,3 +173,36 @@ def test_non_dp_encoder_stores_no_dp_key(data):
     df, schema = data
     enc = TableEncoder(schema).fit(df)
     assert "dp" not in enc.to_dict() and enc.dp_info is None
+
+
+def test_business_day_monthly_and_windowed_layouts():
+    rng = np.random.default_rng(0)
+    days = pd.bdate_range("2023-01-02", periods=60)
+    bday = pd.DataFrame([{"sym": f"S{e}", "date": t, "px": rng.lognormal(4, 1) if rng.random() > .05 else np.nan,
+                          "sector": rng.choice(["tech", "fin", None], p=[.5, .4, .1])}
+                         for e in range(150) for t in days[: 40 + e % 20]])
+    months = pd.DataFrame([{"id": e, "m": p, "v": rng.normal(e, 1)} for e in range(150)
+                           for p in pd.date_range("2015-01-01", periods=24, freq="MS")])
+    for df, ti, key, freq in ((bday, "date", "sym", "B"), (months, "m", "id", "MS")):
+        schema = infer_schema(df, time_index=ti, entity_key=key)
+        df = coerce(df, schema)
+        for noise in (1e-6, 4.0):
+            enc = fit_dp(df, schema, noise)
+            assert enc.layout.freq == freq and enc.layout.holidays == []
+            d = enc.transform(df)
+            out = enc.inverse_transform(d.num, d.num_miss, d.cat, d.static, d.lengths, d.start_ns,
+                                        np.random.default_rng(0))
+            assert len(out) == int(d.lengths.sum())
+            lengths, starts = enc.layout.draw(20, np.random.default_rng(0))
+            if freq == "MS":  # starts stay on month starts
+                assert (pd.to_datetime(starts).day == 1).all()
+            else:
+                assert (pd.to_datetime(starts).dayofweek < 5).all()
+    series = pd.DataFrame({"t": pd.date_range("2024-01-01", periods=3000, freq="h", tz="Europe/Berlin")})
+    series["load"] = rng.normal(100, 10, len(series))
+    schema = infer_schema(series, time_index="t")
+    schema.sequence_length = 24
+    df = coerce(series, schema)
+    enc = fit_dp(df, schema, 4.0)
+    assert enc.max_len == 24  # the windows' length is public
+    assert np.isfinite(enc.transform(df).num).all()

@@ -14,6 +14,7 @@ token counts (``set_bins``) follow the public unit count and the released knots.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,6 +33,7 @@ from synth_pipeline.transformers.protection import (
 )
 
 _EPS = 1e-4
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -139,6 +141,9 @@ class ContinuousTransformer(ColumnTransformer):
         n_units = int(np.unique(units).size)
         domain = "datetime" if self.kind == "datetime" else "log"
         hist = numeric_histogram(dp, x, units, n_units, domain)
+        if not hist["signal"]:
+            log.warning("DP statistics: column '%s' is lost in the noise (%d units at noise std %.3g per query): "
+                        "its range is a guess; more entities or a larger epsilon fix it", self.name, n_units, dp.sigma)
         self.has_missing = hist["has_missing"]
         self.qmap = QuantileMap.fit_dp(hist, n_units, n_quantiles)
         return self

@@ -336,9 +336,12 @@ class TimeLayout:
             e_pos = np.floor_divide(e_pos, m)
         starts = _bins(e_pos, hs["counts"])
         hl = numeric_histogram(dp, np.asarray(lengths, dtype=np.float64), units, n_units, "log")
-        if fixed_length is not None:
-            lens = KAnonymousBins([float(fixed_length), float(fixed_length)], [1.0])
-            max_len = int(fixed_length)
+        if fixed_length is not None or not hl["signal"]:
+            # windows of a fixed length (public); or lengths lost in the noise: no noisy bound may set
+            # the tensors' length (it could be absurd), the schema's minimum does
+            fixed = int(fixed_length) if fixed_length is not None else int(max(min_length, 1))
+            lens = KAnonymousBins([float(fixed), float(fixed)], [1.0])
+            max_len = fixed
         else:
             e = np.clip(np.asarray(hl["edges"]), float(max(min_length, 1)), None)  # the schema's minimum
             lens = _bins(e, hl["counts"])
