@@ -15,10 +15,14 @@ Queries per column kind (``plan_queries``):
   data-independent coarse domain (signed decades from 1e-6 to 1e19 in magnitude, or 4-year bins
   from 1900 to 2100 for datetimes) with one extra "missing" bin, then two histograms with bins
   between the previous stage's noisy bounds (log-spaced over a one-signed range of a decade or
-  more, linear otherwise); the bounds span the run of bins around the noisy
-  mode whose noisy counts clear 1-1.5 noise stds, plus any bin clearing a Bonferroni threshold
-  (``_extent``: an extreme value held by few units never moves them) and the
-  quantile knots are read off the last histogram's noisy CDF (monotone by construction).
+  more, linear otherwise). Coarse bounds (``_extent``) span the run of bins around the noisy mode
+  whose counts clear 1.5 noise stds, plus any bin clearing a threshold that pure noise reaches in
+  1% of histograms; each refinement (``_tails``) drops outer bins while the noisy mass dropped on
+  that side stays under half a noise std. So an extreme value held by a few units never moves a
+  bound (the bounds are bin edges, never a real value). The quantile knots are read off the last
+  histogram's noisy CDF (monotone by construction; ``lo < hi`` always). When even the coarse mode
+  is within what noise reaches, the column is reported as lost in the noise (a warning; for the
+  sequence lengths, the schema's ``min_sequence_length`` is used instead of a noisy bound).
 * time-varying numeric with levels: 1 more -- a histogram of per-sequence levels over the fixed
   range [-4, 4] of the N(0, 1) space: level bin edges at its noisy quantiles, and ``dev_std`` from
   it (the column is N(0, 1) per unit, so within-sequence variance ~ 1 - the levels' variance, plus
