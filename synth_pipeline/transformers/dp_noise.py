@@ -12,8 +12,8 @@ Gaussian mechanism at ``budget.noise_multiplier``. ``StatsAccountant`` counts th
 Queries per column kind (``plan_queries``):
 
 * numeric (continuous, integer, datetime; static or time-varying): 3 -- a histogram over a
-  data-independent coarse domain (signed decades from 1e-6 to 1e19 in magnitude, or 4-year bins
-  from 1900 to 2100 for datetimes) with one extra "missing" bin, then two histograms with bins
+  data-independent coarse domain (signed decades from 1e-6 to 1e19 in magnitude -- groups of 3
+  decades up to 1e21 when N < 40 noise stds --, or 4-year bins from 1900 to 2100 for datetimes) with one extra "missing" bin, then two histograms with bins
   between the previous stage's noisy bounds (log-spaced over a one-signed range of a decade or
   more, linear otherwise). Coarse bounds (``_extent``) span the run of bins around the noisy mode
   whose counts clear 1.5 noise stds, plus any bin clearing a threshold that pure noise reaches in
@@ -77,6 +77,7 @@ MIN_FINE_BINS = 4
 LEVEL_RANGE = 4.0  # per-sequence levels live in N(0,1) space, clipped to +-ndtri(1e-4) ~ 3.72
 NEAR_COARSE = 1.5  # a coarse bin next to the bounds' run joins it above this many noise stds
 NEAR_FINE = 0.5  # refinements drop an outer tail whose noisy mass is below this many noise stds
+COARSE_DECADES = 3  # coarse bins span this many decades when units are few for the noise (else one)
 MIN_MASS = 1e-3  # no threshold is below this many units (the noiseless limit: an empty bin is empty)
 
 _NS_1900 = int(np.datetime64("1900-01-01", "ns").astype(np.int64))
@@ -151,12 +152,12 @@ def noisy_histogram(acc: StatsAccountant, bins: np.ndarray, units: np.ndarray, n
 # ------------------------------------------------------------------------------------------------
 # numeric columns
 # ------------------------------------------------------------------------------------------------
-def coarse_edges(domain: str) -> np.ndarray:
-    """Data-independent bin edges: signed decades of magnitude 1e-6 .. 1e19 (a bin [-1e-6, 1e-6]
+def coarse_edges(domain: str, decades: int = 1) -> np.ndarray:
+    """Data-independent bin edges: signed groups of ``decades`` decades of magnitude from 1e-6 (a bin [-1e-6, 1e-6]
     holds 0), or 4-year bins from 1900 to 2100 in nanoseconds for datetimes."""
     if domain == "datetime":
         return np.linspace(_NS_1900, _NS_2100, 51).astype(np.float64)
-    mags = 10.0 ** np.arange(-6, 20)
+    mags = 10.0 ** np.arange(-6, 22 if decades > 1 else 20, decades)  # 1e-6 .. 1e19 (1e21 in groups)
     return np.r_[-mags[::-1], mags]
 
 
@@ -217,7 +218,8 @@ def numeric_histogram(acc: StatsAccountant, x: np.ndarray, units: np.ndarray, n_
     x = np.asarray(x, dtype=np.float64)
     units = np.asarray(units)
     miss = np.isnan(x)
-    e0 = coarse_edges(domain)
+    # few units for the noise (public: N and sigma): wider coarse bins, so the mode clears the noise
+    e0 = coarse_edges(domain, 1 if n_units >= 40 * acc.sigma else COARSE_DECADES)
     b0 = np.where(miss, len(e0) - 1, _bin_of(np.nan_to_num(x), e0))  # the last index is "missing"
     h0 = noisy_histogram(acc, b0, units, len(e0))
     thr0 = acc.bin_threshold(len(e0))
