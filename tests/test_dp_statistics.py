@@ -134,16 +134,20 @@ def test_realistic_noise_fits_and_round_trips(data, tmp_path):
 
 
 def test_one_entity_extreme_value_does_not_move_the_bounds(data):
+    """Same noise, one entity's values moved to 1e9: the bounds are bin edges chosen by counts that
+    the entity changes by at most 1, far below the noise thresholds, so they (almost) never move."""
     df, schema = data
     v = df["x"].to_numpy(float)
     moved = df.copy()
     moved.loc[moved["key"] == "E7", "x"] = 1e9
-    for seed in range(3):
+    same = 0
+    for seed in range(6):
         a = {c.name: c for c in fit_dp(df, schema, 4.0, seed=seed).codecs}["x"]
         b = {c.name: c for c in fit_dp(moved, schema, 4.0, seed=seed).codecs}["x"]
-        assert b.qmap.bounds[1] < 1e3  # nowhere near the one entity's 1e9
-        assert a.qmap.bounds[1] != v.max() and a.qmap.bounds[0] != v.min()
-        assert abs(b.qmap.bounds[1] - a.qmap.bounds[1]) <= 0.5 * (a.qmap.bounds[1] - a.qmap.bounds[0])
+        assert b.qmap.bounds[1] <= 1e3  # nowhere near the one entity's 1e9
+        assert a.qmap.bounds[1] != v.max() and a.qmap.bounds[0] != v.min()  # never the true extremes
+        same += a.qmap.bounds == b.qmap.bounds
+    assert same >= 5
 
 
 def test_tiny_panels_never_crash():

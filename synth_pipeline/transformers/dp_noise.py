@@ -18,7 +18,7 @@ Queries per column kind (``plan_queries``):
   more, linear otherwise). Coarse bounds (``_extent``) span the run of bins around the noisy mode
   whose counts clear 1.5 noise stds, plus any bin clearing a threshold that pure noise reaches in
   1% of histograms; each refinement (``_tails``) drops outer bins while the noisy mass dropped on
-  that side stays under half a noise std. So an extreme value held by a few units never moves a
+  that side stays under one noise std. So an extreme value held by a few units never moves a
   bound (the bounds are bin edges, never a real value). The quantile knots are read off the last
   histogram's noisy CDF (monotone by construction; ``lo < hi`` always). When even the coarse mode
   is within what noise reaches, the column is reported as lost in the noise (a warning; for the
@@ -76,7 +76,7 @@ MAX_FINE_BINS = 64
 MIN_FINE_BINS = 4
 LEVEL_RANGE = 4.0  # per-sequence levels live in N(0,1) space, clipped to +-ndtri(1e-4) ~ 3.72
 NEAR_COARSE = 1.5  # a coarse bin next to the bounds' run joins it above this many noise stds
-NEAR_FINE = 0.5  # refinements drop an outer tail whose noisy mass is below this many noise stds
+NEAR_FINE = 1.0  # refinements drop an outer tail whose noisy mass is below this many noise stds
 COARSE_DECADES = 3  # coarse bins span this many decades when units are few for the noise (else one)
 MIN_MASS = 1e-3  # no threshold is below this many units (the noiseless limit: an empty bin is empty)
 
