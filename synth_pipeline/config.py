@@ -144,6 +144,9 @@ class ModelConfig:
     distributed: bool = False
     # with distributed: ranks the release's train stage launches itself under torch.distributed.run (1: none)
     processes: int = 1
+    # differential privacy (dp.py; off: null): {epsilon, delta, max_grad_norm, noise_multiplier, stats_share,
+    # accountant}. Entity-level DP-SGD (Opacus) for every network + DP encoder statistics, one accountant
+    privacy: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -176,6 +179,7 @@ class ModelConfig:
             raise ConfigError("model.threads must be a positive integer (or null: from the CPU affinity)")
         if not 0.0 <= self.val_fraction < 0.5:
             raise ConfigError("model.val_fraction must be in [0, 0.5)")
+        _check_privacy(self)
 
     def protection(self):  # noqa: ANN201 - transformers.Protection (imported lazily: numpy/pandas)
         """The encoder's privacy protection for this configuration."""
@@ -303,6 +307,21 @@ def check_device(device: str) -> str:
 
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _check_privacy(c: ModelConfig) -> None:
+    """model.privacy: a valid guarantee, and only with the components DP-SGD covers (dp.py)."""
+    from synth_pipeline.dp import PrivacyConfig
+
+    p = PrivacyConfig.from_dict(c.privacy)
+    if p is None:
+        return
+    c.privacy = p.to_dict()
+    for name, ok, valid in (("objective", c.objective == "vae", "vae"), ("long", c.long == "none", "none"),
+                            ("denoiser", c.denoiser == "gru", "gru"), ("distributed", not c.distributed, "false")):
+        if not ok:
+            raise ConfigError(f"model.privacy trains with DP-SGD, which covers model.{name}={valid} only "
+                              f"(got {getattr(c, name)!r}); set model.{name}: {valid} or drop model.privacy")
 
 
 def _check_types(c: ModelConfig) -> None:

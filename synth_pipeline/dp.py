@@ -99,12 +99,20 @@ def _accountant(kind: str, history: list[tuple[float, float, int]]):  # noqa: AN
     return acc
 
 
+# RDP orders: integers only (Opacus' defaults add fractional orders in (1, 11), each ~100x slower to
+# evaluate for subsampled mechanisms; they matter only for epsilon far below the 1-10 this product targets)
+RDP_ORDERS = [*range(2, 64), 80, 96, 128, 256, 512]
+
+
 def epsilon_of(history: list[tuple[float, float, int]], delta: float, accountant: str = "rdp") -> float:
     """Epsilon at ``delta`` of the composition of ``(noise_multiplier, sample_rate, steps)`` entries
     (a Gaussian mechanism is ``(sigma, 1.0, 1)``), by Opacus' own accountant."""
     if not history:
         return 0.0
-    return float(_accountant(accountant, history).get_epsilon(delta))
+    acc = _accountant(accountant, history)
+    if accountant == "rdp":
+        return float(acc.get_epsilon(delta, alphas=RDP_ORDERS))
+    return float(acc.get_epsilon(delta))
 
 
 def _bisect(fn, target: float, lo: float = 0.3, hi: float = 64.0) -> float:  # noqa: ANN001
@@ -152,3 +160,24 @@ def sgd_noise(cfg: PrivacyConfig, stats: StatisticsBudget, plan: list[tuple[floa
             "train on more entities, raise epsilon, or lower model.epochs / the *_steps caps"
         )
     return sigma
+
+
+def budget_share(cfg: PrivacyConfig, stats: StatisticsBudget, plan: list[tuple[float, int]],
+                 extra: list[tuple[float, float, int]], sigma: float) -> float:
+    """Share (<= 1) of every component's planned steps that a fixed ``sigma`` affords within epsilon."""
+    fixed = [(stats.noise_multiplier, 1.0, 1), *extra]
+    delta = cfg.delta - stats.delta
+
+    def eps(share: float) -> float:
+        return epsilon_of(fixed + [(sigma, q, int(n * share)) for q, n in plan], delta, cfg.accountant)
+
+    if eps(1.0) <= cfg.epsilon:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if eps(mid) <= cfg.epsilon else (lo, mid)
+    if lo * min((n for _, n in plan), default=0) < 1:
+        raise ConfigError(f"model.privacy.noise_multiplier={sigma} spends epsilon={cfg.epsilon} before one step of "
+                          "every component; raise the noise multiplier or epsilon, or leave noise_multiplier null")
+    return lo

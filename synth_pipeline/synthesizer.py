@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -23,7 +24,8 @@ import torch
 
 from synth_pipeline import __version__
 from synth_pipeline.config import ModelConfig
-from synth_pipeline.encoding import TableEncoder, sequence_index
+from synth_pipeline.dp import PrivacyConfig, statistics_budget
+from synth_pipeline.encoding import TableEncoder, privacy_units, sequence_index
 from synth_pipeline.errors import ConditioningError, ModelFileError
 from synth_pipeline.ingest import coerce, parse_times
 from synth_pipeline.io_utils import atomic_write_json
@@ -55,13 +57,20 @@ class Synthesizer:
         self._schema_fingerprint = None
         df = coerce(df, self.schema)
         cfg = self.config
+        privacy = PrivacyConfig.from_dict(cfg.privacy)
+        # dp.py; the statistics' noise seed is secret (OS entropy, stored nowhere): a DP fit is not reproducible
+        stats = statistics_budget(privacy, secrets.randbits(63)) if privacy is not None else None
         self.encoder = TableEncoder(
             self.schema, protection=cfg.protection(), n_quantiles=cfg.n_quantiles,
             max_categories=cfg.max_categories, static_bins=cfg.static_bins,
-            min_bin_sequences=cfg.min_bin_sequences, levels=cfg.entity_levels,
+            min_bin_sequences=cfg.min_bin_sequences, levels=cfg.entity_levels, dp=stats,
         ).fit(df)
         data = self.encoder.transform(df)
-        self.model = TimeAutoDiff(cfg, self.encoder.dims).fit(data)
+        units = None
+        if privacy is not None:  # DP-SGD samples entities: the privacy unit of each sequence
+            idx = sequence_index(df, self.schema)[0]
+            units = privacy_units(df, self.schema)[idx[:, 0]]
+        self.model = TimeAutoDiff(cfg, self.encoder.dims).fit(data, units=units, stats=stats)
         self.fit_seconds = time.perf_counter() - t0
         return self
 

@@ -68,3 +68,13 @@ def to_batch(
         num=take(d.num), num_miss=take(d.num_miss), cat=take(d.cat), present=take(d.present),
         calendar=take(d.calendar), static=torch.from_numpy(d.static[idx]),
     ).to(device)
+
+
+def masked_mean(x: torch.Tensor, w: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
+    """Mean of ``x`` [B, ...] over cells weighted by ``w`` (broadcast): over the whole batch, or (DP-SGD)
+    each sample's own mean, summed over samples, so no sample's gradient depends on another's."""
+    w = w.expand_as(x)
+    if per_sample:
+        dims = tuple(range(1, x.dim()))
+        return ((x * w).sum(dims) / w.sum(dims).clamp(min=1)).sum()
+    return (x * w).sum() / w.sum().clamp(min=1)

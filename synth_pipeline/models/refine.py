@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synth_pipeline.models.batch import to_batch
+from synth_pipeline.models.batch import masked_mean, to_batch
 from synth_pipeline.models.denoiser import step_embedding
 from synth_pipeline.models.scheduler import DDPMScheduler
 from synth_pipeline.models.vae import StaticEmbedding, position_features
@@ -79,6 +79,8 @@ def fit_refiner(model: TimeAutoDiff, data: EncodedData, latents: torch.Tensor, t
         xk = sch.add_noise(b.num, torch.randn(b.num.shape, generator=g).to(dev), t)
         pred = net(xk, t, c, dec, b.calendar, b.present, b.static)
         w = b.present[..., None] * (1 - b.num_miss)
+        if model._dp is not None:  # DP-SGD: a sum of per-entity losses (models/private.py)
+            return masked_mean((pred - b.num) ** 2, w, per_sample=True)
         return ((pred - b.num) ** 2 * w).sum() / w.sum().clamp(min=1)
 
     ema_params, params = list(model.refiner_ema.parameters()), list(model.refiner.parameters())

@@ -21,10 +21,17 @@ import torch
 from torch import nn
 
 from synth_pipeline.config import ModelConfig, check_device, default_threads
+from synth_pipeline.dp import PrivacyConfig, StatisticsBudget, budget_share, epsilon_of, sgd_noise
 from synth_pipeline.encoding import EncodedData
 from synth_pipeline.errors import ConfigError, ModelFileError
-from synth_pipeline.models.batch import Batch, Conditions, to_batch
+from synth_pipeline.models.batch import Batch, Conditions, masked_mean, to_batch
 from synth_pipeline.models.denoiser import LatentDenoiser
+from synth_pipeline.models.private import (
+    DPStep,
+    EntitySampler,
+    noisy_latent_moments,
+    swap_grus,
+)
 from synth_pipeline.models.psld import PSLD, information_free_loss
 from synth_pipeline.models.refine import L2DRefiner, fit_refiner
 from synth_pipeline.models.refine import refine as l2d_refine
@@ -192,12 +199,19 @@ class TimeAutoDiff:
         self.history: list[dict[str, float]] = []
         self.fit_seconds = 0.0
         self.budget: dict[str, int] = {}  # steps per component of the last fit (budgets())
+        self.privacy_config = PrivacyConfig.from_dict(config.privacy)
+        self.dp_report: dict[str, Any] | None = None  # the guarantee of the last DP fit (model.privacy)
+        self._dp: dict[str, Any] | None = None  # DP-SGD state during fit (sampler, noise, ledger)
         self.stage_seconds: dict[str, float] = {}  # seconds per component of the last fit
 
     # ------------------------------------------------------------------------------------------
     # training
     # ------------------------------------------------------------------------------------------
-    def fit(self, data: EncodedData, log: Callable[[str], None] | None = None) -> TimeAutoDiff:
+    def fit(self, data: EncodedData, log: Callable[[str], None] | None = None, units: np.ndarray | None = None,
+            stats: StatisticsBudget | None = None) -> TimeAutoDiff:
+        """Train every component. ``units``: the privacy unit of each sequence (model.privacy samples
+        entities, not sequences; default: each sequence its own); ``stats``: what the encoder's DP
+        statistics spent (accounted together with DP-SGD)."""
         cfg = self.config
         use_threads(cfg)
         torch.manual_seed(cfg.seed)
@@ -206,8 +220,14 @@ class TimeAutoDiff:
         n = len(data)
         perm = gen.permutation(n)
         n_val = int(n * cfg.val_fraction) if n * cfg.val_fraction >= 2 else 0
+        if self.privacy_config is not None:
+            n_val = 0  # held-out entities are private too: no validation, no early stopping
         val_idx, tr_idx = perm[:n_val], perm[n_val:]
+        if self.privacy_config is not None:
+            self._start_dp(data, tr_idx, units, stats, gen, log)
         self.budget = self.budgets(data, tr_idx)
+        if self._dp is not None:
+            self._plan_dp(data, log)
         self.world = 1
         if cfg.distributed:  # each rank its own shard of the entities and its own batch stream
             from synth_pipeline.models.distributed import setup, shard
@@ -222,8 +242,13 @@ class TimeAutoDiff:
         self._fit_vae(data, tr_idx, val_idx, gen)
         latents = self._posterior_means(data)
         pres = torch.from_numpy(data.present).bool()
-        flat = latents[pres]
-        self.latent_mean, self.latent_std = flat.mean(0), flat.std(0).clamp(min=1e-3)
+        if self._dp is not None:  # a Gaussian mechanism on per-entity moments, accounted
+            self.latent_mean, self.latent_std = noisy_latent_moments(
+                latents[tr_idx], pres[tr_idx], self._dp["units"], self._dp["stats"].noise_multiplier,
+                np.random.default_rng(self._dp["entropy"].spawn(1)[0]))
+        else:
+            flat = latents[pres]
+            self.latent_mean, self.latent_std = flat.mean(0), flat.std(0).clamp(min=1e-3)
         if self.psld is not None:  # v is standardised already; the prior must diffuse v itself (Alg. 2 decodes z_i)
             self.latent_mean, self.latent_std = torch.zeros(self.latent_dim), torch.ones(self.latent_dim)
         z = ((latents - self.latent_mean) / self.latent_std) * pres[..., None]
@@ -231,6 +256,8 @@ class TimeAutoDiff:
         self._fit_static(data, tr_idx, val_idx, gen)
         if self.refiner is not None:
             fit_refiner(self, data, latents, tr_idx, val_idx, gen)
+        if self._dp is not None:
+            self._finish_dp(log)
         self.fit_seconds = time.perf_counter() - t0
         if log:
             log(f"trained in {self.fit_seconds:.1f}s on {self.device}")
@@ -253,11 +280,13 @@ class TimeAutoDiff:
 
         def epoch_steps(window: int) -> int:  # batches of `window`-step sequences that cover the tokens once
             size = min(max(8, min(cfg.batch_size, cfg.batch_tokens // window)), n)
+            if self._dp is not None:  # DP: only the (public) entity count may set the budget
+                return math.ceil(1.0 / self._dp["sampler"].rate(size))
             return math.ceil(tokens / (size * window))
 
         crop = cfg.vae_crop if cfg.vae_crop and cfg.vae_crop < T else T
         per_epoch = {"vae": epoch_steps(crop), "diffusion": epoch_steps(T), "refine": epoch_steps(T),
-                     "static": math.ceil(n / min(cfg.batch_size, n))}
+                     "static": math.ceil(n / min(cfg.batch_size, n)) if self._dp is None else epoch_steps(1)}
         # the prior and refiner: twice the passes and four times the floor (measured on the fast preset:
         # their step count, not the VAE's, sets fidelity on small panels; config.ModelConfig)
         passes = {"vae": 1, "static": 1, "diffusion": 2, "refine": 2}
@@ -280,7 +309,15 @@ class TimeAutoDiff:
             every = cfg.eval_every
             if cfg.budget == "auto":
                 every = min(every, max(5, math.ceil(steps / 20)))
-        opt = FusedAdam(params, lr, steps)
+        dp = None
+        if self._dp is not None:  # DP-SGD (models/private.py): per-entity clipping + noise, no validation
+            q, sigma = self._dp["rates"][name], self._dp["noise_multiplier"]
+            owners = [m for m in modules if any(p.requires_grad for p in m.parameters())]
+            dp = DPStep(owners, params, lr, self.privacy_config, sigma, q * self._dp["sampler"].n_units,
+                        seed=int(self._dp["entropy"].spawn(1)[0].generate_state(1, np.uint64)[0] >> 1))
+            val_loss = None
+        else:
+            opt = FusedAdam(params, lr, steps)
         best, best_state, bad = math.inf, None, 0
         bar = Progress(steps, name, cfg.progress)
         running: dict[str, float] = {}
@@ -293,10 +330,17 @@ class TimeAutoDiff:
             run_step = data_parallel(train_step, modules, params, self.device)
         for step in range(steps):
             loss, parts = run_step(step)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            if dp is not None:
+                if self._dp.pop("empty", False):  # an empty Poisson draw: a noise-only step
+                    loss = loss * 0.0
+                dp.step(loss, step / steps)
+                parts = {k: v / max(self._dp["batch"], 1) for k, v in parts.items()}  # per-entity means
+                loss = loss.detach() / max(self._dp["batch"], 1)
+            else:
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
             if after_step:
                 after_step()
             parts = {"loss": float(loss.detach()), **parts}
@@ -324,16 +368,97 @@ class TimeAutoDiff:
                 if val_loss is not None and bad >= cfg.patience:
                     break
         bar.close()
+        if dp is not None:
+            dp.close()
+            self._dp["ledger"].append((self._dp["noise_multiplier"], self._dp["rates"][name], step + 1))
         if best_state is not None:
             for m, s in zip(modules, best_state, strict=True):
                 m.load_state_dict(s)
         self.stage_seconds[name] = time.perf_counter() - t_start
 
-    def _batch_idx(self, tr_idx: np.ndarray, gen: np.random.Generator, T: int | None = None) -> np.ndarray:
-        """Random sequences; for long sequences fewer of them (a budget of ``batch_tokens`` steps)."""
+    def _batch_size(self, T: int | None) -> int:
+        """Sequences per batch; for long sequences fewer of them (a budget of ``batch_tokens`` steps)."""
         cfg = self.config
-        size = cfg.batch_size if T is None else max(8, min(cfg.batch_size, cfg.batch_tokens // T))
+        return cfg.batch_size if T is None else max(8, min(cfg.batch_size, cfg.batch_tokens // T))
+
+    def _batch_idx(self, tr_idx: np.ndarray, gen: np.random.Generator, T: int | None = None) -> np.ndarray:
+        """Random sequences (DP: a Poisson sample of entities, one sequence each; see models/private.py)."""
+        size = self._batch_size(T)
+        if self._dp is not None:
+            sampler: EntitySampler = self._dp["sampler"]
+            pos = sampler.draw(sampler.rate(size))
+            self._dp["batch"] = int(pos.size)
+            if pos.size == 0:  # keep the step (noise only): one sequence whose loss is zeroed
+                self._dp["empty"], pos = True, sampler.draw(1.0)[:1]
+            return tr_idx[pos]
         return tr_idx[gen.integers(0, len(tr_idx), min(size, len(tr_idx)))]
+
+    # ------------------------------------------------------------------------------------------
+    # differential privacy (model.privacy; dp.py, models/private.py)
+    # ------------------------------------------------------------------------------------------
+    def _start_dp(self, data: EncodedData, tr_idx: np.ndarray, units: np.ndarray | None,
+                  stats: StatisticsBudget | None, gen: np.random.Generator, log: Callable[[str], None] | None) -> None:
+        from synth_pipeline.dp import statistics_budget
+
+        units = np.arange(len(data)) if units is None else np.asarray(units)
+        # the mechanisms' randomness (entity sampling, gradient and moment noise) is secret: drawn from
+        # OS entropy and stored nowhere; a seed in the saved config would let anyone subtract the noise
+        entropy = np.random.SeedSequence()
+        stats = stats or statistics_budget(self.privacy_config, int(entropy.generate_state(1)[0]))
+        sampler = EntitySampler(units[tr_idx], np.random.default_rng(entropy.spawn(1)[0]))
+        self._dp = {"units": units[tr_idx], "stats": stats, "sampler": sampler, "ledger": [], "rates": {},
+                    "batch": 0, "entropy": entropy}
+        for m in (self.vae, self.denoiser, self.ema, self.refiner, self.refiner_ema):
+            if m is not None:
+                swap_grus(m, to_dp=True)  # Opacus' DPGRU while training (same weights and keys)
+
+    def _plan_dp(self, data: EncodedData, log: Callable[[str], None] | None) -> None:
+        """Sample rates per component and DP-SGD's noise multiplier for the whole plan, before any
+        step: a budget that cannot be met fails here (ConfigError), not after training."""
+        p, dp = self.privacy_config, self._dp
+        T = data.num.shape[1]
+        crop = self.config.vae_crop if self.config.vae_crop and self.config.vae_crop < T else None
+        sizes = {"vae": self._batch_size(crop), "diffusion": self._batch_size(T), "refine": self._batch_size(T),
+                 "static": self._batch_size(None)}
+        dp["rates"] = {k: dp["sampler"].rate(sizes[k]) for k in self.budget}
+        if not self.dims["static_cards"]:
+            self.budget["static"] = 0  # nothing to train: spends nothing
+        plan = [(dp["rates"][k], n) for k, n in self.budget.items() if n > 0]
+        latent = [(dp["stats"].noise_multiplier, 1.0, 1)]  # the latent normalisation's Gaussian mechanism
+        dp["noise_multiplier"] = sgd_noise(p, dp["stats"], plan, extra=latent)
+        if p.noise_multiplier is not None:  # a fixed noise: training stops where the budget does
+            share = budget_share(p, dp["stats"], plan, latent, dp["noise_multiplier"])
+            if share < 1.0:
+                self.budget = {k: int(n * share) for k, n in self.budget.items()}
+                if log:
+                    log(f"DP: noise multiplier {p.noise_multiplier} affords {share:.0%} of the planned steps")
+        dp["ledger"] = [(dp["stats"].noise_multiplier, 1.0, 1), *latent]
+        if log:
+            log(f"DP-SGD: {dp['sampler'].n_units} entities, noise multiplier {dp['noise_multiplier']:.3f}, "
+                f"target epsilon {p.epsilon} at delta {p.delta}")
+
+    def _finish_dp(self, log: Callable[[str], None] | None) -> None:
+        p, dp = self.privacy_config, self._dp
+        for m in (self.vae, self.denoiser, self.ema, self.refiner, self.refiner_ema):
+            if m is not None:
+                swap_grus(m, to_dp=False)
+        spent = epsilon_of(dp["ledger"], p.delta - dp["stats"].delta, p.accountant)
+        if spent > p.epsilon * 1.001:  # cannot happen with a calibrated noise; a fixed one is checked here
+            from synth_pipeline.errors import ConfigError
+
+            raise ConfigError(f"DP training spent epsilon {spent:.3f} > model.privacy.epsilon={p.epsilon} with "
+                              f"noise_multiplier={dp['noise_multiplier']}; raise it or leave it null to calibrate")
+        self.dp_report = {
+            "epsilon": round(spent, 4), "delta": p.delta, "accountant": p.accountant,
+            "target_epsilon": p.epsilon, "noise_multiplier": round(dp["noise_multiplier"], 4),
+            "max_grad_norm": p.max_grad_norm, "statistics_noise_multiplier": round(dp["stats"].noise_multiplier, 4),
+            "statistics_delta": dp["stats"].delta, "entities": dp["sampler"].n_units,
+            "sample_rates": {k: round(v, 5) for k, v in dp["rates"].items()},
+            "steps": {k: int(v) for k, v in self.budget.items()},
+        }
+        if log:
+            log(f"DP: epsilon {spent:.3f} (target {p.epsilon}) at delta {p.delta}, {p.accountant} accountant")
+        self._dp = None
 
     def _fit_vae(self, data: EncodedData, tr_idx, val_idx, gen) -> None:
         cfg = self.config
@@ -355,7 +480,7 @@ class TimeAutoDiff:
             b = to_batch(data, self._batch_idx(tr_idx, gen, crop), self.device, crop, gen)
             if self.psld is not None:
                 return self.psld.loss(self.vae, b, pgen)
-            return self.vae.loss(b, beta(step), cfg.latent_noise)
+            return self.vae.loss(b, beta(step), cfg.latent_noise, per_sample=self._dp is not None)
 
         def val_loss() -> float:
             with torch.inference_mode():
@@ -420,6 +545,8 @@ class TimeAutoDiff:
             keep = (torch.rand(len(idx), generator=g) >= cfg.static_dropout).float().to(self.device)
             pred = model(zt, t, b.calendar, b.present, b.static[:, : self.n_static_cond], kn, kn_mask, kc, keep)
             w = b.present[..., None]
+            if self._dp is not None:
+                return masked_mean((pred - sch.target(z0, noise, t)) ** 2, w, per_sample=True)
             return ((pred - sch.target(z0, noise, t)) ** 2 * w).sum() / (w.sum() * z0.shape[-1]).clamp(min=1)
 
         def train_step(step: int):
@@ -447,12 +574,14 @@ class TimeAutoDiff:
         if not self.dims["static_cards"]:
             return
         tokens = torch.from_numpy(data.static).to(self.device)
-        self.static_model.set_rare(tokens[torch.as_tensor(tr_idx, device=self.device)], self.config.min_condition_count)
+        if self._dp is None:  # under DP the encoder's noisy level sets already protect rare parents
+            self.static_model.set_rare(tokens[torch.as_tensor(tr_idx, device=self.device)],
+                                       self.config.min_condition_count)
 
         def train_step(step: int):
-            idx = torch.as_tensor(tr_idx[gen.integers(0, len(tr_idx), min(self.config.batch_size, len(tr_idx)))],
-                                  device=self.device)
-            return self.static_model.loss(tokens[idx]), {}
+            idx = torch.as_tensor(self._batch_idx(tr_idx, gen), device=self.device)
+            loss = self.static_model.loss(tokens[idx])
+            return (loss * len(idx) if self._dp is not None else loss), {}  # DP: a sum of per-entity losses
 
         self._loop("static", self.budget.get("static", self.config.static_steps), list(self.static_model.parameters()), 3e-3,
                    train_step, None, [self.static_model])

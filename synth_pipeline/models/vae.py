@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synth_pipeline.models.batch import Batch
+from synth_pipeline.models.batch import Batch, masked_mean
 
 
 def position_features(T: int, device: torch.device, n: int = 4) -> torch.Tensor:
@@ -123,44 +123,52 @@ class MixedVAE(nn.Module):
             for name, head in (("num", self.head_num), ("miss", self.head_miss), ("cat", self.head_cat))
         }
 
-    def loss(self, b: Batch, beta: float, latent_noise: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, b: Batch, beta: float, latent_noise: float = 0.0,
+             per_sample: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+        """Token-weighted batch means; ``per_sample`` (DP-SGD): the sum of each sequence's own means,
+        so no sample's gradient depends on another sample."""
         mu, logvar = self.encode(b)
         std = (0.5 * logvar).exp()
         if latent_noise > 0:
             # floor the posterior noise at a share of the latent spread: the decoder then tolerates
             # the small errors the diffusion prior makes, instead of turning them into jumps
-            spread = mu.detach().flatten(0, 1).std(0).clamp(min=1e-3)
+            if per_sample:
+                spread = mu.detach().std(1, keepdim=True).clamp(min=1e-3)
+            else:
+                spread = mu.detach().flatten(0, 1).std(0).clamp(min=1e-3)
             std = torch.sqrt(std**2 + (latent_noise * spread) ** 2)
         z = mu + torch.randn_like(mu) * std
         out = self.decode(z, b.calendar, b.static)
-        rec, parts = self.reconstruction_loss(out, b)
+        rec, parts = self.reconstruction_loss(out, b, per_sample)
         pres = b.present[..., None]
-        kl = (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar) * pres).sum() / (pres.sum() * mu.shape[-1]).clamp(min=1)
+        kl_cells = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)
+        kl = masked_mean(kl_cells, pres, per_sample)
         total = rec + beta * kl
         parts["kl"] = float(kl.detach())
         return total, parts
 
-    def reconstruction_loss(self, out: dict[str, torch.Tensor], b: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def reconstruction_loss(self, out: dict[str, torch.Tensor], b: Batch,
+                            per_sample: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
         pres = b.present[..., None]
         parts: dict[str, float] = {}
         total = torch.zeros((), device=b.num.device)
         if self.n_num:
-            w = pres * (1 - b.num_miss)
-            mse = ((out["num"] - b.num) ** 2 * w).sum() / w.sum().clamp(min=1)
+            mse = masked_mean((out["num"] - b.num) ** 2, pres * (1 - b.num_miss), per_sample)
             total = total + mse
             parts["mse"] = float(mse.detach())
         if self.miss_idx:
             target = b.num_miss[..., self.miss_idx]
-            bce = (F.binary_cross_entropy_with_logits(out["miss"], target, reduction="none") * pres).sum()
-            bce = bce / (pres.sum() * len(self.miss_idx)).clamp(min=1)
+            bce = masked_mean(F.binary_cross_entropy_with_logits(out["miss"], target, reduction="none"), pres, per_sample)
             total = total + bce
             parts["bce_missing"] = float(bce.detach())
         if self.cat_cards:
-            ce_sum = torch.zeros((), device=b.num.device)
-            for j, logits in enumerate(out["cat"].split(self.cat_cards, -1)):
-                ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b.cat[..., j].reshape(-1), reduction="none")
-                ce_sum = ce_sum + (ce * b.present.reshape(-1)).sum()
-            ce = ce_sum / (b.present.sum() * len(self.cat_cards)).clamp(min=1)
+            ces = [
+                F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b.cat[..., j].reshape(-1),
+                                reduction="none").view(b.cat.shape[:2])
+                for j, logits in enumerate(out["cat"].split(self.cat_cards, -1))
+            ]
+            ce = masked_mean(torch.stack(ces, -1), pres, per_sample)
             total = total + ce
             parts["ce"] = float(ce.detach())
         return total, parts
+
