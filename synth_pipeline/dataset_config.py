@@ -51,6 +51,7 @@ import yaml
 from synth_pipeline.config import ModelConfig, check_seed
 from synth_pipeline.errors import ConfigError, IngestError, SchemaError
 from synth_pipeline.io_utils import read_yaml
+from synth_pipeline.names import check_name  # re-exported: operators.factory imports it from here
 
 if TYPE_CHECKING:  # pandas-heavy modules are imported when a config is really loaded, so DAG files
     # can check a config's structure at parse time cheaply (check_structure)
@@ -59,7 +60,6 @@ if TYPE_CHECKING:  # pandas-heavy modules are imported when a config is really l
 
 RELEASE_ROOT_ENV = "SYNTH_PIPELINE_RELEASE_ROOT"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 # section -> allowed keys (None: a leaf value, not a section)
 _TOP_KEYS: dict[str, set[str] | None] = {
@@ -75,16 +75,6 @@ _TOP_KEYS: dict[str, set[str] | None] = {
     "mlflow": {"tracking_uri", "experiment", "registered_model"},
     "airflow": {"schedule", "queue", "pool"},
 }
-
-
-def check_name(name: Any, what: str = "dataset name") -> str:
-    """A dataset name / release id usable as one path component (no traversal, no hidden names)."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
-        raise ConfigError(
-            f"{what} {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', starting with a "
-            f"letter or digit, without '..' (it becomes a folder name)"
-        )
-    return name
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,48 +17,12 @@ import pandas as pd
 
 from synth_pipeline.errors import IngestError, SchemaError
 from synth_pipeline.schema import ColumnKind, DatasetSchema
+from synth_pipeline.source import Source  # re-exported: callers import Source from here
+from synth_pipeline.sql_source import read_sql
 
 # pandas' default NA strings minus "None": in real data ("holiday" in metro_traffic) it is a value.
 NA_STRINGS = ["", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "#N/A", "<NA>"]
 _SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-
-
-@dataclass
-class Source:
-    """Where a table lives. ``path`` is a file path or a SQLAlchemy URI (``sqlite:///x.db``)."""
-
-    path: str
-    table: str | None = None  # SQL table name (validated)
-    query: str | None = None  # or a read-only SQL query
-    encoding: str = "utf-8"
-    format: str | None = None  # csv | parquet | sql; None = from the path
-
-    @classmethod
-    def parse(cls, obj: Any) -> Source:
-        if isinstance(obj, Source):
-            return obj
-        if isinstance(obj, (str, Path)):
-            return cls(path=str(obj))
-        if isinstance(obj, dict):
-            allowed = {"path", "table", "query", "encoding", "format"}
-            bad = sorted(set(obj) - allowed)
-            if bad:
-                raise IngestError(f"unknown source key(s) {bad}; valid keys: {sorted(allowed)}")
-            if "path" not in obj:
-                raise IngestError("a source needs 'path' (a file path or a SQLAlchemy URI)")
-            return cls(**obj)
-        raise IngestError(f"cannot read a source from {type(obj).__name__}; pass a path, URI or dict")
-
-    @property
-    def kind(self) -> str:
-        if self.format:
-            return self.format
-        if "://" in self.path and not self.path.startswith("file://"):
-            return "sql"
-        suffix = Path(self.path).suffix.lower()
-        if suffix in (".parquet", ".pq"):
-            return "parquet"
-        return "csv"
 
 
 def read_source(source: Any) -> pd.DataFrame:
@@ -159,8 +122,6 @@ def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
 
 def _read_sql(src: Source) -> pd.DataFrame:
     """Read-only: one parsed SELECT, read-only connection, always rolled back (sql_source.py)."""
-    from synth_pipeline.sql_source import read_sql
-
     return read_sql(src)
 
 

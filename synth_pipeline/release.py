@@ -34,14 +34,11 @@ here, unchanged.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,51 +46,35 @@ import pandas as pd
 
 from synth_pipeline import __version__
 from synth_pipeline import release_store as store
-from synth_pipeline.dataset_config import check_name
-from synth_pipeline.errors import ConfigError, ReleaseError
+from synth_pipeline.errors import ReleaseError
 from synth_pipeline.io_utils import atomic_write_text
 
-MANIFEST = "manifest.json"
-SUCCESS = "_SUCCESS"
-LATEST = "LATEST"
-QUARANTINE = "_quarantine"
-DATA_FILE = "data/part-00000.parquet"
-# Test hook: seconds to sleep after each file written while staging (lets a test SIGKILL a
-# publish midway). Unset in production.
-PAUSE_ENV = "SYNTH_PIPELINE_PUBLISH_PAUSE_S"
-
-
-@dataclass
-class PublishResult:
-    status: str  # published | replaced | unchanged | quarantined
-    path: Path | str  # a local folder, or the release's URI on an object store
-    release_id: str
-    manifest: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "path": str(self.path), "release_id": self.release_id}
+# The release format (names, name rules, manifest helpers, PublishResult) lives in release_format,
+# shared with release_store and shards; re-exported here, where callers have always found it.
+from synth_pipeline.release_format import (  # noqa: F401 - re-exports
+    DATA_FILE,
+    LATEST,
+    MANIFEST,
+    PART_RE,
+    PAUSE_ENV,
+    QUARANTINE,
+    SUCCESS,
+    PublishResult,
+    sha256_file,
+    validate_dataset_name,
+    validate_release_id,
+)
+from synth_pipeline.release_format import manifest_json as _json
+from synth_pipeline.release_format import now as _now
+from synth_pipeline.release_format import pause as _pause
+from synth_pipeline.release_format import safe_relpath as _safe_relpath
+from synth_pipeline.release_format import same_release as _same_release
+from synth_pipeline.release_format import scan_parts as _scan_parts
 
 
 # ------------------------------------------------------------------------------------------------
 # names
 # ------------------------------------------------------------------------------------------------
-def validate_dataset_name(name: Any) -> str:
-    try:
-        return check_name(name, "dataset name")
-    except ConfigError as e:
-        raise ReleaseError(str(e)) from None
-
-
-def validate_release_id(release_id: Any) -> str:
-    try:
-        rid = check_name(release_id, "release id")
-    except ConfigError as e:
-        raise ReleaseError(str(e)) from None
-    if rid.startswith(("_", ".")) or rid == LATEST:
-        raise ReleaseError(f"release id {release_id!r} is reserved")
-    return rid
-
-
 def release_id_for(logical_date: Any) -> str:
     """The release id of a logical date: ``YYYY-MM-DD`` (accepts a date, datetime or ISO string)."""
     if isinstance(logical_date, _dt.datetime):
@@ -115,26 +96,12 @@ def release_id_for(logical_date: Any) -> str:
 # ------------------------------------------------------------------------------------------------
 # file helpers
 # ------------------------------------------------------------------------------------------------
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _pause() -> None:
-    s = os.environ.get(PAUSE_ENV)
-    if s:
-        time.sleep(float(s))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -206,10 +173,6 @@ def _stage_dir(parent: Path, release_id: str) -> Path:
 
 def _file_entries(folder: Path, files: list[str]) -> list[dict[str, Any]]:
     return [{"path": f, "sha256": sha256_file(folder / f), "bytes": (folder / f).stat().st_size} for f in files]
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)
 
 
 def _swap_in(tmp: Path, final: Path, replace: bool) -> None:
@@ -343,25 +306,6 @@ def publish_release(
     return PublishResult(status, final, release_id, full)
 
 
-def _scan_parts(src: Path) -> tuple[list[tuple[Path, int]], int]:
-    """The staged shard parts in order with their row counts, and their (common) column count."""
-    import pyarrow.parquet as pq
-
-    from synth_pipeline.shards import PART_RE
-
-    found = sorted(p for p in src.iterdir() if PART_RE.match(p.name)) if src.is_dir() else []
-    if not found:
-        raise ReleaseError(f"no part-NNNNN.parquet files in '{src}'; run the generate shards first")
-    out, cols = [], set()
-    for p in found:
-        meta = pq.ParquetFile(p).metadata
-        out.append((p, int(meta.num_rows)))
-        cols.add(int(meta.num_columns))
-    if len(cols) != 1:
-        raise ReleaseError(f"shard parts in '{src}' have different column counts {sorted(cols)}; regenerate them")
-    return out, cols.pop()
-
-
 def _copy_parts(src: Path, dst: Path) -> tuple[list[str], int, int, dict[str, int]]:
     """Copy the shard parts into the staged release; names, total rows, columns, rows per part."""
     found, n_cols = _scan_parts(src)
@@ -420,24 +364,6 @@ def quarantine_release(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return PublishResult("quarantined", final, release_id, full)
-
-
-def _safe_relpath(rel: str) -> str:
-    p = Path(rel)
-    if p.is_absolute() or ".." in p.parts or not p.parts or rel in (MANIFEST, SUCCESS):
-        raise ReleaseError(f"file name '{rel}' is not allowed inside a release")
-    return p.as_posix()
-
-
-def _same_release(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    if old.get("inputs_fingerprint") != new.get("inputs_fingerprint"):
-        return False
-    files = lambda m: sorted((f["path"], f["sha256"]) for f in m.get("files", []))  # noqa: E731
-    return files(old) == files(new)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _update_latest(ds_dir: Path, release_id: str) -> None:

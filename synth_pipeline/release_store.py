@@ -55,7 +55,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from synth_pipeline import __version__
+from synth_pipeline import release_format as rel
 from synth_pipeline.errors import ReleaseError, ReleaseStoreError
+from synth_pipeline.release_format import (
+    LATEST,
+    MANIFEST,
+    SUCCESS,
+    validate_dataset_name,
+    validate_release_id,
+)
 
 STAGING_ROOT_ENV = "SYNTH_PIPELINE_STAGING_ROOT"
 LOCAL_SCHEMES = frozenset({"file"})
@@ -271,8 +280,6 @@ def _delete(store: Store, key: str) -> None:
 
 def _delete_all(store: Store, prefix: str) -> None:
     """Remove every object under ``prefix``: ``_SUCCESS`` first, so readers stop trusting it."""
-    from synth_pipeline.release import SUCCESS
-
     _delete(store, f"{prefix}/{SUCCESS}")
     try:
         store.fs.delete_dir_contents(prefix, missing_dir_ok=True)  # batched deletes on S3
@@ -296,8 +303,6 @@ def _sha256_object(store: Store, key: str) -> tuple[str, int]:
 
 def _complete_manifest(store: Store, prefix: str) -> dict[str, Any] | None:
     """The manifest of the release at ``prefix`` if ``_SUCCESS`` vouches for it, else None."""
-    from synth_pipeline.release import MANIFEST, SUCCESS
-
     success = _read(store, f"{prefix}/{SUCCESS}")
     if success is None:
         return None
@@ -316,8 +321,6 @@ def _complete_manifest(store: Store, prefix: str) -> dict[str, Any] | None:
 def check_release_root(release_root: str, dataset: str) -> str:
     """Check the store before any work: the bucket exists and an object can be written and deleted
     under ``<root>/<dataset>/``. Returns the dataset's URI."""
-    from synth_pipeline.release import validate_dataset_name
-
     validate_dataset_name(dataset)
     store = resolve(release_root)
     if scheme_of(store.uri) in BUCKET_SCHEMES:
@@ -341,9 +344,6 @@ def publish_release(release_root: str, dataset: str, release_id: str, data: Any,
                     overwrite: bool = False, extra_files: Mapping[str, str | Path] | None = None,
                     parts: str | Path | None = None):  # noqa: ANN201 - release.PublishResult
     """``release.publish_release`` on an object store (see the module docstring for the order)."""
-    from synth_pipeline import __version__
-    from synth_pipeline import release as rel
-
     rel.validate_release_id(release_id)
     rel.validate_dataset_name(dataset)
     store = resolve(release_root)
@@ -359,13 +359,13 @@ def publish_release(release_root: str, dataset: str, release_id: str, data: Any,
             files[rel.DATA_FILE] = local
             n_rows, n_cols = int(len(data)), int(data.shape[1])
         else:
-            found, n_cols = rel._scan_parts(Path(parts))
+            found, n_cols = rel.scan_parts(Path(parts))
             for p, n in found:
                 files[f"data/{p.name}"] = p
                 part_rows[f"data/{p.name}"] = n
             n_rows = sum(part_rows.values())
         for name, src in sorted((extra_files or {}).items()):
-            name = rel._safe_relpath(name)
+            name = rel.safe_relpath(name)
             if not Path(src).is_file():
                 raise ReleaseError(f"release file '{src}' (for {name}) does not exist; nothing was published")
             files[name] = Path(src)
@@ -380,13 +380,13 @@ def publish_release(release_root: str, dataset: str, release_id: str, data: Any,
             "dataset": dataset,
             "release_id": release_id,
             "status": "published",
-            "created_at": rel._now(),
+            "created_at": rel.now(),
             "package_version": __version__,
             "counts": {**dict(manifest.get("counts") or {}), "rows": n_rows, "columns": n_cols},
             "files": entries,
         }
         old = _complete_manifest(store, prefix)
-        if old is not None and rel._same_release(old, full):
+        if old is not None and rel.same_release(old, full):
             return rel.PublishResult("unchanged", uri, release_id, old)
         if old is not None and not overwrite:
             raise ReleaseError(
@@ -398,10 +398,10 @@ def publish_release(release_root: str, dataset: str, release_id: str, data: Any,
             _delete_all(store, prefix)
         for name, p in files.items():  # parts first (files is in that order), then report files
             _upload(store, f"{prefix}/{name}", p)
-            rel._pause()
-        body = rel._json(full).encode("utf-8")
+            rel.pause()
+        body = rel.manifest_json(full).encode("utf-8")
         _upload(store, f"{prefix}/{rel.MANIFEST}", body)
-        rel._pause()
+        rel.pause()
         _upload(store, f"{prefix}/{rel.SUCCESS}", (hashlib.sha256(body).hexdigest() + "\n").encode())
     update_latest(store, dataset, release_id)
     return rel.PublishResult(status, uri, release_id, full)
@@ -409,8 +409,6 @@ def publish_release(release_root: str, dataset: str, release_id: str, data: Any,
 
 def update_latest(store: Store, dataset: str, release_id: str) -> None:
     """Write ``LATEST`` unless it names a newer complete release (never moves backwards)."""
-    from synth_pipeline.release import LATEST
-
     current = read_latest_id(store, dataset)
     if (current is None or release_id >= current
             or _complete_manifest(store, store.key(dataset, current)) is None):
@@ -418,8 +416,6 @@ def update_latest(store: Store, dataset: str, release_id: str) -> None:
 
 
 def read_latest_id(store: Store, dataset: str) -> str | None:
-    from synth_pipeline.release import LATEST
-
     raw = _read(store, store.key(dataset, LATEST))
     rid = raw.decode("utf-8", "replace").strip() if raw is not None else ""
     return rid or None
@@ -429,16 +425,13 @@ def quarantine_release(release_root: str, dataset: str, release_id: str, manifes
                        report_files: Mapping[str, str | Path] | None = None):  # noqa: ANN201 - PublishResult
     """``release.quarantine_release`` on an object store: report files, then ``manifest.json`` (a
     quarantine record has no ``_SUCCESS``: nothing in it is a release). Replaces an earlier record."""
-    from synth_pipeline import __version__
-    from synth_pipeline import release as rel
-
     rel.validate_release_id(release_id)
     rel.validate_dataset_name(dataset)
     store = resolve(release_root)
     prefix, uri = store.key(dataset, rel.QUARANTINE, release_id), store.uri_of(dataset, rel.QUARANTINE, release_id)
     files: dict[str, Path] = {}
     for name, src in sorted((report_files or {}).items()):
-        name = rel._safe_relpath(name)
+        name = rel.safe_relpath(name)
         if name.startswith("data/") or name.endswith((".parquet", ".csv")):
             raise ReleaseError(f"quarantine records hold no data; refusing to copy '{name}'")
         files[name] = Path(src)
@@ -447,14 +440,14 @@ def quarantine_release(release_root: str, dataset: str, release_id: str, manifes
         "dataset": dataset,
         "release_id": release_id,
         "status": "quarantined",
-        "created_at": rel._now(),
+        "created_at": rel.now(),
         "package_version": __version__,
         "files": [{"path": n, "sha256": rel.sha256_file(p), "bytes": p.stat().st_size} for n, p in files.items()],
     }
     _delete_all(store, prefix)
     for name, p in files.items():
         _upload(store, f"{prefix}/{name}", p)
-    _upload(store, f"{prefix}/{rel.MANIFEST}", rel._json(full).encode("utf-8"))
+    _upload(store, f"{prefix}/{rel.MANIFEST}", rel.manifest_json(full).encode("utf-8"))
     return rel.PublishResult("quarantined", uri, release_id, full)
 
 
@@ -462,8 +455,6 @@ def quarantine_release(release_root: str, dataset: str, release_id: str, manifes
 # reading: only releases vouched for by _SUCCESS
 # ------------------------------------------------------------------------------------------------
 def release_uri(release_root: str, dataset: str, release_id: str) -> str:
-    from synth_pipeline.release import validate_dataset_name, validate_release_id
-
     validate_dataset_name(dataset)
     validate_release_id(release_id)
     return resolve(release_root).uri_of(dataset, release_id)
@@ -471,8 +462,6 @@ def release_uri(release_root: str, dataset: str, release_id: str) -> str:
 
 def existing_release(release_root: str, dataset: str, release_id: str) -> dict[str, Any] | None:
     """The manifest of a complete release (``_SUCCESS`` matching the manifest), or None."""
-    from synth_pipeline.release import validate_dataset_name, validate_release_id
-
     validate_dataset_name(dataset)
     validate_release_id(release_id)
     store = resolve(release_root)
@@ -481,8 +470,6 @@ def existing_release(release_root: str, dataset: str, release_id: str) -> dict[s
 
 def latest_release(release_root: str, dataset: str) -> str | None:
     """URI of the release ``LATEST`` names, if it is complete (None otherwise)."""
-    from synth_pipeline.release import validate_dataset_name
-
     validate_dataset_name(dataset)
     store = resolve(release_root)
     rid = read_latest_id(store, dataset)
@@ -496,8 +483,6 @@ def open_release(uri: str) -> tuple[dict[str, Any], Any]:
     without hashing the parts (cheap for large releases; :func:`verify_release` hashes them).
     ReleaseError if ``_SUCCESS`` is missing or does not match the manifest."""
     import pyarrow.dataset as pads
-
-    from synth_pipeline.release import MANIFEST, SUCCESS
 
     store = resolve(uri)
     success = _read(store, store.key(SUCCESS))

@@ -19,12 +19,12 @@ writes any part not yet staged, so the in-process path and the mapped path share
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from synth_pipeline.errors import ConfigError
+from synth_pipeline.errors import ConfigError, ReleaseError
+from synth_pipeline.release_format import PART_RE, sha256_file  # PART_RE: re-exported, a part's name
 from synth_pipeline.streaming import _positive_int, _renumber, chunk_seed, default_chunk_size
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 DEFAULT_SEQUENCES_PER_SHARD = 100_000
 MAX_SHARDS = 1024
-PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -120,8 +119,6 @@ def write_shard(syn: Synthesizer, spec: ShardSpec, folder: str | Path) -> dict[s
 
 def write_part(df, spec: ShardSpec, folder: str | Path) -> dict[str, Any]:  # noqa: ANN001 - DataFrame
     """Write one shard's frame under a temp name, fsync and rename into place."""
-    from synth_pipeline.release import sha256_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / spec.part_name
@@ -146,8 +143,6 @@ def write_shards(syn: Synthesizer, n_sequences: int, seed: int, folder: str | Pa
 def part_entries(folder: str | Path, specs: list[ShardSpec]) -> list[dict[str, Any]]:
     """Manifest entries of every planned part, in shard order; raises if one is missing or extra."""
     import pyarrow.parquet as pq
-
-    from synth_pipeline.release import ReleaseError, sha256_file
 
     folder = Path(folder)
     want = {s.part_name for s in specs}

@@ -23,7 +23,7 @@ from synth_pipeline.errors import IngestError, UnsafeQueryError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from synth_pipeline.ingest import Source
+    from synth_pipeline.source import Source
 
 _SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _DRIVER_HINTS = {

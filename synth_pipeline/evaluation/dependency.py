@@ -96,11 +96,18 @@ class DependencyResult:
                    int(d["n_points"]), float(d["completeness_gap"]), int(d["degenerate_rows"]), dict(d.get("notes", {})))
 
     def heatmap_png(self, max_cells: int = 96) -> str:
-        """Base64 PNG (the report's style and resolution, ``report.png_b64``), two panels sharing the
-        x axis "output step" (1 .. analysed steps): the latent's and the calendar context's share of
-        each output step, and the matrix m[t, j] with the latent step j on the y axis (in steps; long
-        sequences are drawn as blocks of steps)."""
-        from synth_pipeline.evaluation.report import new_figure, plot_style, png_b64
+        """:meth:`heatmap_figure` as a base64 PNG (the report's style and resolution, ``plotting.png_b64``)."""
+        from synth_pipeline.evaluation.plotting import plot_style, png_b64
+
+        with plot_style():
+            return png_b64(self.heatmap_figure(max_cells))
+
+    def heatmap_figure(self, max_cells: int = 96):  # noqa: ANN201 - matplotlib Figure
+        """A figure in the report's style, two panels sharing the x axis "output step" (1 .. analysed
+        steps): the latent's and the calendar context's share of each output step, and the matrix
+        m[t, j] with the latent step j on the y axis (in steps; long sequences are drawn as blocks of
+        steps). Save it inside ``plotting.plot_style()``."""
+        from synth_pipeline.evaluation.plotting import new_figure, plot_style
 
         T_out, T_in = self.latent.shape
         step = max(1, int(np.ceil(max(T_out, T_in) / max_cells)))  # long sequences: block means
@@ -135,7 +142,7 @@ class DependencyResult:
                                                                            else ""))
             cb = fig.colorbar(im, ax=ax2, shrink=0.95, pad=0.01)
             cb.set_label("signed share")
-            return png_b64(fig)
+        return fig
 
 
 def gauss_legendre(n: int) -> tuple[torch.Tensor, torch.Tensor]:

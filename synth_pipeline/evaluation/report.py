@@ -23,11 +23,8 @@ none is in the HTML.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
-import struct
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,23 +41,29 @@ from synth_pipeline.evaluation.fidelity.autocorrelation import acf
 from synth_pipeline.evaluation.fidelity.correlation import correlation_matrix
 from synth_pipeline.evaluation.fidelity.marginals import column_values
 
+# The figure style, size and PNG encoding live in plotting.py (dependency.py draws with them too);
+# re-exported here. The report calls png_b64 through this module (tests record every figure by
+# patching report.png_b64).
+from synth_pipeline.evaluation.plotting import (  # noqa: F401 - re-exports
+    MIN_FONT_PX,
+    PLOT_H,
+    PLOT_STYLE,
+    PLOT_W,
+    RENDER_DPI,
+    new_figure,
+    plot_style,
+    png_b64,
+    png_size,
+)
+
 if TYPE_CHECKING:
-    from synth_pipeline.evaluation import EvaluationResult
+    from synth_pipeline.evaluation.result import EvaluationResult
 
 REAL, SYN, HOLD = "#1f77b4", "#d62728", "#2ca02c"
 MAX_MARGINAL_PLOTS = 24
 MAX_CORR_FEATURES = 30
 MAX_ACF_PLOTS = 12
 HIST_BINS = 30
-# One figure point is one CSS pixel on the page (the PNG holds RENDER_DPI / 72 pixels per point for
-# sharp text on high-density screens and is displayed at 72 / RENDER_DPI of its size).
-RENDER_DPI = 144
-MIN_FONT_PX = 10
-PLOT_STYLE = {
-    "font.size": 12, "axes.titlesize": 12.5, "axes.labelsize": 12, "xtick.labelsize": 11, "ytick.labelsize": 11,
-    "legend.fontsize": 11, "figure.titlesize": 13, "axes.titlelocation": "left",
-}
-PLOT_W, PLOT_H = 7.0, 3.7  # inches = 504 x 266 CSS px: two per row on a laptop screen
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1150px;color:#222;
@@ -136,28 +139,6 @@ def _fmt(v: Any) -> str:
 # ------------------------------------------------------------------------------------------------
 # figures -> images
 # ------------------------------------------------------------------------------------------------
-def new_figure(w: float = PLOT_W, h: float = PLOT_H) -> Figure:
-    """A figure in the report's style (fonts of ``PLOT_STYLE``; call inside ``plot_style()``)."""
-    return Figure(figsize=(w, h), layout="constrained")
-
-
-def plot_style() -> Any:
-    return matplotlib.rc_context(PLOT_STYLE)
-
-
-def png_b64(fig: Figure) -> str:
-    """The figure as a base64 PNG at ``RENDER_DPI`` (shown at 72 / RENDER_DPI of its pixel size)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=RENDER_DPI, metadata={"Software": None})
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def png_size(data: str) -> tuple[int, int]:
-    """Pixel width and height of a base64 PNG (its IHDR chunk)."""
-    head = base64.b64decode(data[:44])
-    return struct.unpack(">II", head[16:24])
-
-
 def img_tag(data: str, alt: str, dpi: int = RENDER_DPI) -> str:
     w, h = png_size(data)
     scale = 72 / dpi
@@ -537,7 +518,7 @@ def _dependency_section(result: EvaluationResult) -> str:
     s = dep.summary()
     verdict = "<span class='bad'>collapsed</span>" if s["collapsed"] else "<span class='ok'>not collapsed</span>"
     with plot_style():
-        img = img_tag(dep.heatmap_png(), "decoder dependency on its latent")
+        img = img_tag(png_b64(dep.heatmap_figure()), "decoder dependency on its latent")
     return (
         "<h2>Decoder dependency on the latent</h2>"
         "<p>How much the model's decoder uses its latent sequence rather than the calendar: each output step's "

@@ -38,9 +38,16 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtri
 
-from synth_pipeline.encoding import TableEncoder, sequence_index
+from synth_pipeline.encoding import TableEncoder, privacy_units, sequence_index
 from synth_pipeline.schema import DatasetSchema
-from synth_pipeline.transformers import NA_LEVEL, RARE_LEVEL, CategoricalTransformer, QuantileMap
+from synth_pipeline.transformers import (
+    NA_LEVEL,
+    RARE_LEVEL,
+    CategoricalTransformer,
+    QuantileMap,
+    transformer_for,
+)
+from synth_pipeline.transformers.protection import Protection
 
 _EPS = 1e-4
 _HASH_SEED = 0x5EED
@@ -344,3 +351,19 @@ class Representation:
             name=name, dyn=dyn, static=static, present=present, lengths=lengths, num_observed=observed,
             row_hash=row_hash, seq_hash=_sequence_hash(row_hash, lengths), static_varies=varies, units=units,
         )
+
+
+def protected_ranges(train: pd.DataFrame, schema: DatasetSchema, protection: Protection) -> dict[str, tuple[float, float]]:
+    """Column -> [lo, hi] of every modelled numeric column: the range the synthesizer's encoder
+    keeps with ``protection`` (``transformers/numeric.py``: tails cut at a random 5th-7th extreme
+    privacy unit, interpolated, never a real extreme). The report bins data-unit marginals inside it."""
+    units = privacy_units(train, schema)
+    out: dict[str, tuple[float, float]] = {}
+    for spec in schema.modelled:
+        col = train[spec.name]
+        t = transformer_for(spec.name, spec.kind, str(col.dtype), spec.static)
+        if not t.is_numeric or col.isna().all():
+            continue
+        t.fit(col, units, protection)
+        out[spec.name] = tuple(float(v) for v in t.qmap.bounds)
+    return out

@@ -62,10 +62,12 @@ from synth_pipeline.evaluation.inputs import (
     prepare_synthetic,
     train_families,
 )
+from synth_pipeline.evaluation.outputs import write_outputs
 from synth_pipeline.evaluation.privacy.dcr import dcr_from_neighbours, dcr_neighbours
 from synth_pipeline.evaluation.privacy.membership import attack_from_distances, nearest_synthetic
 from synth_pipeline.evaluation.privacy.parts import part_neighbours, parts_from_neighbours
-from synth_pipeline.evaluation.representation import EncodedSet, Representation
+from synth_pipeline.evaluation.representation import EncodedSet, Representation, protected_ranges
+from synth_pipeline.evaluation.result import EvaluationResult
 from synth_pipeline.schema import DatasetSchema
 from synth_pipeline.transformers.protection import RARE_TOKEN, Protection
 
@@ -134,8 +136,6 @@ def prepare_audit(
 ) -> AuditPrep:
     """Step 1: fit the representation on train and draw the references (``synthetic_df``, when the
     whole table is at hand, only has its columns checked first, as the unsharded audit did)."""
-    from synth_pipeline.evaluation import protected_ranges
-
     if not isinstance(schema, DatasetSchema):
         schema = DatasetSchema.from_yaml(schema)
     cfg = gate_config(gate)
@@ -296,8 +296,6 @@ def merge_audit(
     out_dir: str | Path | None = None,
 ) -> Any:
     """Step 3: the audit's result from every shard (in the order of the synthetic sequences)."""
-    from synth_pipeline.evaluation import EvaluationResult, write_outputs
-
     t_all = time.perf_counter()
     say = progress
     cfg, rep = prep.cfg, prep.rep
