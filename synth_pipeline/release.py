@@ -212,6 +212,8 @@ def build_manifest(release_id: str, state: Mapping[str, Any], schema_fingerprint
         "counts": {"sequences": int(state["n_synthetic"]), "train_sequences": counts["train_sequences"],
                    "holdout_sequences": counts["holdout_sequences"]},
         "gate": dict(gate),
+        # the model's differential-privacy guarantee (model.privacy; None: not trained with DP)
+        "differential_privacy": state.get("differential_privacy"),
     }
 
 

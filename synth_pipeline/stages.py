@@ -466,9 +466,14 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
                                      metadata={"dataset": cfg.name, "logical_date": st.release_id})
                 version = str(info.registered_model_version)
                 model_uri = f"models:/{cfg.model_name}/{version}"
+                dp_tags = trk.privacy_tags(syn.model.dp_report)
+                if dp_tags:  # the guarantee on the run (params + tags) and on the registered version
+                    mlflow.log_params({f"dp.{k}": v for k, v in syn.model.dp_report.items()
+                                       if not isinstance(v, dict)})
+                    mlflow.set_tags(dp_tags)
                 trk.tag_version(client, cfg.model_name, version, {  # alias 'candidate' once evaluated
                     "dataset": cfg.name, "logical_date": st.release_id, "run_id": s["run_id"],
-                    "inputs_fingerprint": s["inputs_fingerprint"], "gate": "pending",
+                    "inputs_fingerprint": s["inputs_fingerprint"], "gate": "pending", **dp_tags,
                 })
                 stale = trk.mark_stale_attempts(client, exp.experiment_id, cfg.model_name, st.release_id,
                                                 s["run_id"])
@@ -477,7 +482,8 @@ def train(config: Any, logical_date: Any, *, release_root: str | Path | None = N
                            f"(status FAILED, gate=stale)")
                 mlflow.set_tags({"model_name": cfg.model_name, "model_version": version, "model_uri": model_uri})
                 st.timed("register", t0)
-    s.update(model_name=cfg.model_name, model_version=version, model_uri=model_uri)
+    s.update(model_name=cfg.model_name, model_version=version, model_uri=model_uri,
+             differential_privacy=syn.model.dp_report)
     st.save()
     st.say(f"registered {model_uri} in {time.perf_counter() - t_reg:.1f}s (gate=pending until evaluated)")
     return {"stage": "train", "status": "trained", "run_id": s["run_id"], "model_uri": model_uri,
@@ -672,6 +678,7 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     if st.path(DEPENDENCY_FILE).exists():  # staged by generate; the report shows its heatmap
         dep = DependencyResult.from_state(json.loads(st.path(DEPENDENCY_FILE).read_text()))
         ev.artifacts["dependency"] = dep
+    ev.guarantee = s.get("differential_privacy")  # the report's first screen states it
     write_outputs(ev, st.path("report"), progress=st.say if progress else None)
     st.say(f"audit done in {st.timed('evaluate', t0):.1f}s")
     passed = bool(ev.passed)

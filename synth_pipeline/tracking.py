@@ -538,6 +538,14 @@ def ensure_experiment(client, name: str, tracking_uri: str):
     return exp
 
 
+def privacy_tags(report: Mapping[str, Any] | None) -> dict[str, str]:
+    """Run / version tags of a model's DP guarantee (``TimeAutoDiff.dp_report``); {} without DP."""
+    if not report:
+        return {}
+    return {"differential_privacy": "on", "dp_epsilon": f"{report['epsilon']:.4g}",
+            "dp_delta": f"{report['delta']:.3g}", "dp_accountant": str(report["accountant"])}
+
+
 def tag_version(client, name: str, version: str, tags: Mapping[str, str]) -> None:
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, str(v))

@@ -535,6 +535,17 @@ def _dependency_section(result: EvaluationResult) -> str:
     )
 
 
+def _guarantee_line(g: dict[str, Any] | None) -> str:
+    """The first screen's statement of the formal guarantee (model.privacy), or that there is none."""
+    if not g:
+        return ("<p id='dp' class='meta'>Differential privacy: off (model.privacy not set); privacy rests on the "
+                "protections and the memorization audit below.</p>")
+    return (f"<p id='dp' class='meta'><b>Differential privacy: (&epsilon; = {g['epsilon']:.3g}, &delta; = "
+            f"{g['delta']:.3g})</b> per entity, {html.escape(str(g['accountant']).upper())} accountant over DP-SGD "
+            f"(noise multiplier {g['noise_multiplier']:.3g}, clipping {g['max_grad_norm']:.3g}) and the encoder's "
+            f"statistics; target &epsilon; = {g['target_epsilon']:.3g}.</p>")
+
+
 def render_report(result: EvaluationResult) -> str:
     g = result.gate
     verdict = "PASSED" if g.passed else "FAILED"
@@ -554,6 +565,7 @@ def render_report(result: EvaluationResult) -> str:
         f"<div id='verdict' class='verdict {'pass' if g.passed else 'fail'}'>Release gate {verdict}"
         f"<div class='reason'>{html.escape(g.reason)}</div></div>",
         f"<p class='meta'>{html.escape(size_text)}. {html.escape(result.balance['rule'])}.</p>",
+        _guarantee_line(result.guarantee),
         "<h2>Gate checks</h2>", _checks_table(result),
         "<h2>Metrics</h2>", _metrics_table(result),
         f"<p class='note'>All metrics use one representation fitted on train only: {rep_info['sequence_length']} steps x "

@@ -30,6 +30,8 @@ class EvaluationResult:
     seed: int
     gate_config: GateConfig
     paths: dict[str, Path] = field(default_factory=dict)
+    # the model's differential-privacy guarantee (dp.py; None: trained without model.privacy)
+    guarantee: dict[str, Any] | None = None
     # in-memory aggregates inputs for the report (never serialized): encoded sets and DCR distances
     artifacts: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -48,6 +50,7 @@ class EvaluationResult:
             "representation": self.representation,
             "fidelity": {k: m.to_dict() for k, m in self.metrics.items()},
             "privacy": self.privacy,
+            "differential_privacy": self.guarantee,
             "timings_s": self.timings,
             "gate_config": self.gate_config.to_dict(),
         })

@@ -21,6 +21,7 @@ a checkpoint on them would spend budget the accountant does not see.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,7 +100,9 @@ class DPStep:
         for g in self.opt.param_groups:
             g["lr"] = self.base_lr * (0.1 + 0.9 * (1 + math.cos(math.pi * progress)) / 2)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with warnings.catch_warnings():  # Opacus' hooks on modules whose inputs need no grad: expected
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            loss.backward()
         self.opt.step()
 
     def close(self) -> None:

@@ -676,7 +676,7 @@ class TimeAutoDiff:
         meta = {
             "format_version": FORMAT_VERSION, "config": self.config.to_dict(), "dims": self.dims,
             "latent_dim": self.latent_dim, "fit_seconds": self.fit_seconds, "history": self.history,
-            "budget": self.budget, "stage_seconds": self.stage_seconds,
+            "budget": self.budget, "stage_seconds": self.stage_seconds, "privacy": self.dp_report,
         }
         atomic_write_json(directory / "model_config.json", meta)
         state = {
@@ -718,4 +718,5 @@ class TimeAutoDiff:
             model.latent_mean, model.latent_std = state["latent_mean"].cpu(), state["latent_std"].cpu()
         model.history, model.fit_seconds = meta.get("history", []), meta.get("fit_seconds", 0.0)
         model.budget, model.stage_seconds = meta.get("budget", {}), meta.get("stage_seconds", {})
+        model.dp_report = meta.get("privacy")
         return model
