@@ -28,6 +28,19 @@ from typing import Any
 from synth_pipeline.errors import ConfigError
 
 ACCOUNTANTS = ("rdp", "prv")
+TEST_SEED_ENV = "SYNTH_PIPELINE_DP_TEST_SEED"
+
+
+def mechanism_entropy():  # noqa: ANN201 - numpy.random.SeedSequence (numpy imported lazily)
+    """The DP mechanisms' secret randomness (entity sampling, every noise draw): OS entropy, stored
+    nowhere. ``SYNTH_PIPELINE_DP_TEST_SEED=<int>`` makes it reproducible for tests only: anyone who
+    knows that seed can subtract the noise, so a model trained with it carries no guarantee."""
+    import os
+
+    import numpy as np
+
+    seed = os.environ.get(TEST_SEED_ENV)
+    return np.random.SeedSequence(int(seed)) if seed else np.random.SeedSequence()
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import torch
 
 from synth_pipeline import __version__
 from synth_pipeline.config import ModelConfig
-from synth_pipeline.dp import PrivacyConfig, statistics_budget
+from synth_pipeline.dp import PrivacyConfig, mechanism_entropy, statistics_budget
 from synth_pipeline.encoding import TableEncoder, privacy_units, sequence_index
 from synth_pipeline.errors import ConditioningError, ModelFileError
 from synth_pipeline.ingest import coerce, parse_times
@@ -59,7 +58,9 @@ class Synthesizer:
         cfg = self.config
         privacy = PrivacyConfig.from_dict(cfg.privacy)
         # dp.py; the statistics' noise seed is secret (OS entropy, stored nowhere): a DP fit is not reproducible
-        stats = statistics_budget(privacy, secrets.randbits(63)) if privacy is not None else None
+        stats = None
+        if privacy is not None:
+            stats = statistics_budget(privacy, int(mechanism_entropy().generate_state(1, np.uint64)[0] >> 1))
         self.encoder = TableEncoder(
             self.schema, protection=cfg.protection(), n_quantiles=cfg.n_quantiles,
             max_categories=cfg.max_categories, static_bins=cfg.static_bins,

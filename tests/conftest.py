@@ -7,6 +7,8 @@ import tempfile
 
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="synth-airflow-home-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# DP mechanisms draw their noise from OS entropy; tests pin it (synth_pipeline.dp.mechanism_entropy)
+os.environ.setdefault("SYNTH_PIPELINE_DP_TEST_SEED", "20261206")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dags")
 
 import signal  # noqa: E402

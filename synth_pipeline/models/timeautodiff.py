@@ -149,8 +149,10 @@ class TimeAutoDiff:
                 f"but the data's sequences have {dims['max_len']} steps; set model.stage_length to a multiple of "
                 f"model.stage_patch={config.stage_patch} in [{config.stage_patch}, {dims['max_len']}], or model.long=none"
             )
-        # auto (the fast preset): refine when there is something numeric to refine
-        self.refine = config.refine if config.refine != "auto" else ("l2d" if dims["n_num"] else "none")
+        # auto (the fast preset): refine when there is something numeric to refine, and not under DP (a
+        # fourth network would split the privacy budget once more: each one trains with more noise)
+        self.refine = config.refine if config.refine != "auto" else (
+            "l2d" if dims["n_num"] and config.privacy is None else "none")
         if config.refine == "l2d" and not dims["n_num"]:
             raise ConfigError("model.refine=l2d refines numeric columns but this table has no time-varying numeric "
                               "column; use model.refine=none")
@@ -398,13 +400,13 @@ class TimeAutoDiff:
     # ------------------------------------------------------------------------------------------
     def _start_dp(self, data: EncodedData, tr_idx: np.ndarray, units: np.ndarray | None,
                   stats: StatisticsBudget | None, gen: np.random.Generator, log: Callable[[str], None] | None) -> None:
-        from synth_pipeline.dp import statistics_budget
+        from synth_pipeline.dp import mechanism_entropy, statistics_budget
 
         units = np.arange(len(data)) if units is None else np.asarray(units)
         # the mechanisms' randomness (entity sampling, gradient and moment noise) is secret: drawn from
         # OS entropy and stored nowhere; a seed in the saved config would let anyone subtract the noise
-        entropy = np.random.SeedSequence()
-        stats = stats or statistics_budget(self.privacy_config, int(entropy.generate_state(1)[0]))
+        entropy = mechanism_entropy()
+        stats = stats or statistics_budget(self.privacy_config, int(entropy.spawn(1)[0].generate_state(1)[0]))
         sampler = EntitySampler(units[tr_idx], np.random.default_rng(entropy.spawn(1)[0]))
         self._dp = {"units": units[tr_idx], "stats": stats, "sampler": sampler, "ledger": [], "rates": {},
                     "batch": 0, "entropy": entropy}

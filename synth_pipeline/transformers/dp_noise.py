@@ -58,6 +58,8 @@ the bound above).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -70,6 +72,12 @@ QUERIES_NUMERIC = 3  # coarse histogram (+ missing bin), refinement, knots histo
 QUERIES_LEVELS = 1  # level histogram (dev_std is derived from it)
 QUERIES_CATEGORICAL = 1  # thresholded level counts
 QUERIES_LAYOUT = 8  # starts 3, lengths 3, cycle places 1, phase 1 (thresholded)
+# Query weights: a query of weight w gets noise std sigma_1 / sqrt(w), where sigma_1 = noise_multiplier *
+# sqrt(total weight), so the queries still compose to one Gaussian at noise_multiplier (sum of w / sigma_1^2
+# = 1 / noise_multiplier^2). The start-time queries weigh more: a start model lost in the noise places a
+# panel's dates anywhere in 1900-2100, while a noisy numeric column only blurs (measured on the 77-entity
+# canary panel at epsilon 5: starts in 1903 at weight 1)
+WEIGHT_STARTS = 4.0
 THRESHOLDED_LAYOUT = 1  # the phase
 MAX_LEVELS_PER_UNIT = 32  # a unit contributes to at most this many distinct levels
 MAX_FINE_BINS = 64
@@ -84,11 +92,12 @@ _NS_1900 = int(np.datetime64("1900-01-01", "ns").astype(np.int64))
 _NS_2100 = int(np.datetime64("2100-01-01", "ns").astype(np.int64))
 
 
-def plan_queries(schema: Any, levels: bool) -> tuple[int, int]:
-    """(queries, thresholded queries) the encoder's fit makes on ``schema``, from the schema alone."""
+def plan_queries(schema: Any, levels: bool) -> tuple[float, int]:
+    """(total query weight, thresholded queries) the encoder's fit makes on ``schema``, from the
+    schema alone (each query weighs 1 but the start-time ones, ``WEIGHT_STARTS``)."""
     from synth_pipeline.schema import NUMERIC_KINDS, ColumnKind
 
-    m, thr = QUERIES_LAYOUT, THRESHOLDED_LAYOUT
+    m, thr = QUERIES_LAYOUT + QUERIES_NUMERIC * (WEIGHT_STARTS - 1), THRESHOLDED_LAYOUT
     for spec in schema.modelled:
         if ColumnKind(spec.kind) in NUMERIC_KINDS:
             m += QUERIES_NUMERIC + (QUERIES_LEVELS if levels and not spec.static else 0)
@@ -101,24 +110,40 @@ def plan_queries(schema: Any, levels: bool) -> tuple[int, int]:
 class StatsAccountant:
     """The encoder's Gaussian mechanisms: per-query noise, a seeded generator, and the query count."""
 
-    def __init__(self, budget: StatisticsBudget, planned: int, thresholded: int) -> None:
+    def __init__(self, budget: StatisticsBudget, planned: float, thresholded: int) -> None:
         self.budget = budget
-        self.planned = int(planned)
+        self.planned = float(planned)  # total query weight
         self.planned_thresholded = int(thresholded)
-        self.sigma = float(budget.per_query(planned))
+        self.sigma_1 = float(budget.noise_multiplier) * float(np.sqrt(self.planned))  # a weight-1 query's noise
+        self.weight = 1.0  # of the queries made now (``weighted``)
         self.delta_q = float(budget.delta) / max(int(thresholded), 1)
         self.rng = np.random.default_rng(budget.seed)
-        self.made = 0
+        self.made = 0.0
         self.made_thresholded = 0
+
+    @property
+    def sigma(self) -> float:
+        """Noise std of the current query (thresholds derived from it are the query's own)."""
+        return self.sigma_1 / float(np.sqrt(self.weight))
+
+    @contextmanager
+    def weighted(self, weight: float) -> Iterator[None]:
+        """Queries made inside carry ``weight`` (less noise; the plan counts it)."""
+        old, self.weight = self.weight, float(weight)
+        try:
+            yield
+        finally:
+            self.weight = old
 
     def gaussian(self, values: np.ndarray) -> np.ndarray:
         """One query: ``values`` (a vector of L2 sensitivity <= 1 per unit) plus N(0, sigma^2) noise."""
-        self.made += 1
+        self.made += self.weight
         v = np.asarray(values, dtype=np.float64)
         return v + self.rng.normal(0.0, self.sigma, v.shape)
 
     def finish(self) -> dict[str, Any]:
-        assert self.made == self.planned, f"DP statistics: {self.made} queries made, {self.planned} planned"
+        assert abs(self.made - self.planned) < 1e-9, (
+            f"DP statistics: queries of weight {self.made} made, {self.planned} planned")
         assert self.made_thresholded == self.planned_thresholded, (
             f"DP statistics: {self.made_thresholded} thresholded queries made, {self.planned_thresholded} planned")
         return {"noise_multiplier": float(self.budget.noise_multiplier), "delta": float(self.budget.delta),

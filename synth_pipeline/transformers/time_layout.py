@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.errors import ConfigError
 from synth_pipeline.transformers.dp_noise import (
+    WEIGHT_STARTS,
     StatsAccountant,
     numeric_histogram,
     thresholded_levels,
@@ -329,7 +331,13 @@ class TimeLayout:
             cycle_probs = (kept_p / kept_p.sum() if kept_p.sum() > 0 else np.full(m, 1.0 / m)).tolist()
         else:  # no cycle: the query is made all the same (its count is fixed by the plan) and unused
             dp.gaussian(np.array([float(n_units)]))
-        hs = numeric_histogram(dp, np.asarray(start_ns, dtype=np.float64), units, n_units, "datetime")
+        with dp.weighted(WEIGHT_STARTS):
+            hs = numeric_histogram(dp, np.asarray(start_ns, dtype=np.float64), units, n_units, "datetime")
+        if not hs["signal"]:  # no public fallback for where the dates lie: stop, do not publish 1903
+            raise ConfigError(
+                f"model.privacy: the start times of the {n_units} entities are lost in the statistics' noise "
+                f"(noise std {dp.sigma_1 / WEIGHT_STARTS ** 0.5:.0f} entities per bin); raise model.privacy.epsilon "
+                "or model.privacy.stats_share, or train on more entities")
         e_pos = grid_position(np.asarray(hs["edges"]).astype(np.int64), freq, phase, None).astype(np.float64)
         e_pos = np.maximum.accumulate(e_pos)
         if m > 1:
