@@ -193,6 +193,8 @@ def test_dp_model_trains_samples_and_spends_at_most_epsilon(dp_model, panel):
     ledger = [(rep["statistics_noise_multiplier"], 1.0, 1)] * 2 + [
         (rep["noise_multiplier"], rep["sample_rates"][k], n) for k, n in rep["steps"].items() if n]
     assert epsilon_of(ledger, rep["delta"] - rep["statistics_delta"]) == pytest.approx(rep["epsilon"], rel=2e-3)
+    # losses of private batches are not covered by epsilon: the history records steps only
+    assert syn.model.history and all(set(r) == {"step"} for r in syn.model.history)
     # plain modules again after training (the saved model is an ordinary one)
     assert all(type(m).__name__ == "GRU" for m in syn.model.vae.modules() if "GRU" in type(m).__name__)
     meta = json.loads((path / "model" / "model_config.json").read_text()) if (path / "model").exists() else None

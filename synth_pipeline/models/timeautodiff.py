@@ -336,8 +336,8 @@ class TimeAutoDiff:
                 if self._dp.pop("empty", False):  # an empty Poisson draw: a noise-only step
                     loss = loss * 0.0
                 dp.step(loss, step / steps)
-                parts = {k: v / max(self._dp["batch"], 1) for k, v in parts.items()}  # per-entity means
-                loss = loss.detach() / max(self._dp["batch"], 1)
+                # losses on private batches are statistics epsilon does not cover: neither logged nor shown
+                loss, parts = torch.zeros(()), {}
             else:
                 opt.zero_grad()
                 loss.backward()
@@ -345,10 +345,11 @@ class TimeAutoDiff:
                 opt.step()
             if after_step:
                 after_step()
-            parts = {"loss": float(loss.detach()), **parts}
+            if dp is None:
+                parts = {"loss": float(loss.detach()), **parts}
             for k, v in parts.items():
                 running[k] = running.get(k, 0.0) + v
-            bar.update(1, loss=parts["loss"])
+            bar.update(1, **({"loss": parts["loss"]} if parts else {}))
             if (step + 1) % every == 0 or step + 1 == steps:
                 k = (step % every) + 1
                 rec = {f"{name}/{key}": v / k for key, v in running.items()}
