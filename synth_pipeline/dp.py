@@ -7,7 +7,8 @@ whatever its length. Two kinds of mechanism spend the budget, and one accountant
   length bins, level bins) and the latent normalisation: Gaussian mechanisms of L2 sensitivity 1 per
   entity. However many queries the encoder makes, their noise is set so that together they equal
   one Gaussian mechanism with noise multiplier ``StatisticsBudget.noise_multiplier`` (m queries at
-  sigma * sqrt(m) each compose, in RDP, exactly to one at sigma). Category sets released by
+  sigma * sqrt(m) each compose, in RDP, exactly to one at sigma; queries may be weighted, the
+  precisions still summing to 1 / sigma^2). Category sets released by
   thresholding noisy counts spend an extra ``StatisticsBudget.delta``.
 * **DP-SGD** (Opacus) for every trained network: Poisson sampling of entities (one sequence per
   sampled entity), per-entity gradient clipping at ``max_grad_norm``, Gaussian noise.
@@ -94,15 +95,13 @@ class PrivacyConfig:
 @dataclass(frozen=True)
 class StatisticsBudget:
     """What the encoder may spend: all its queries together equal one Gaussian mechanism of L2
-    sensitivity 1 with this noise multiplier; thresholded releases spend at most ``delta`` more."""
+    sensitivity 1 with this noise multiplier (a query of weight w out of a total W gets noise
+    ``noise_multiplier * sqrt(W / w)``; transformers/dp_noise.py); thresholded releases spend at most
+    ``delta`` more."""
 
     noise_multiplier: float
     delta: float
     seed: int = 0
-
-    def per_query(self, n_queries: int) -> float:
-        """Noise multiplier of each of ``n_queries`` sensitivity-1 queries (they compose to one)."""
-        return self.noise_multiplier * math.sqrt(max(int(n_queries), 1))
 
 
 def _accountant(kind: str, history: list[tuple[float, float, int]]):  # noqa: ANN202 - opacus accountant

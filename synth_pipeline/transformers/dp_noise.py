@@ -4,7 +4,8 @@ When ``TableEncoder`` is given a ``dp.StatisticsBudget``, each data-dependent st
 the saved model is post-processing of Gaussian mechanisms whose L2 sensitivity is at most 1 with
 respect to adding or removing one privacy unit (an entity; ``encoding.privacy_units``). The fit
 makes exactly ``m`` such queries, ``m`` fixed by the schema before the data is read
-(``plan_queries``), each with noise std ``budget.per_query(m)``, so that in RDP they compose to one
+(``plan_queries``), each with noise std ``noise_multiplier * sqrt(m)`` (weighted queries: see
+``WEIGHT_STARTS``), so that in RDP they compose to one
 Gaussian mechanism at ``budget.noise_multiplier``. ``StatsAccountant`` counts the queries made and
 ``finish`` asserts that the count equals the plan. Thresholded releases over an unknown domain
 (category sets, the time-of-day phase) spend ``budget.delta`` in total, split evenly over them.

@@ -344,10 +344,13 @@ class TimeLayout:
             e_pos = np.floor_divide(e_pos, m)
         starts = _bins(e_pos, hs["counts"])
         hl = numeric_histogram(dp, np.asarray(lengths, dtype=np.float64), units, n_units, "log")
-        if fixed_length is not None or not hl["signal"]:
-            # windows of a fixed length (public); or lengths lost in the noise: no noisy bound may set
-            # the tensors' length (it could be absurd), the schema's minimum does
-            fixed = int(fixed_length) if fixed_length is not None else int(max(min_length, 1))
+        if fixed_length is None and not hl["signal"]:  # like the starts: no public fallback worth publishing
+            raise ConfigError(
+                f"model.privacy: the sequence lengths of the {n_units} entities are lost in the statistics' noise; "
+                "raise model.privacy.epsilon or model.privacy.stats_share, train on more entities, or set the "
+                "schema's sequence_length (windows of a public length)")
+        if fixed_length is not None:  # windows of a fixed length (public)
+            fixed = int(fixed_length)
             lens = KAnonymousBins([float(fixed), float(fixed)], [1.0])
             max_len = fixed
         else:
