@@ -17,6 +17,7 @@ from typing import Any
 
 from synth_pipeline import stages
 from synth_pipeline.dataset_config import DatasetConfig
+from synth_pipeline.release_context import ReleaseContext, say_fn
 from synth_pipeline.schema import DatasetSchema
 from synth_pipeline.stages import (  # noqa: F401 - re-exported: the pipeline's public names
     REPORT_FILES,
@@ -74,10 +75,10 @@ def run_release(
     tracking server (then nothing is trained or published)."""
     attempt = f"run_release:{uuid.uuid4().hex[:12]}"  # this call owns the staging folder
     kw = dict(release_root=release_root, tracking_uri=tracking_uri, attempt=attempt,
-              progress=stages._say_fn(progress))
+              progress=say_fn(progress))
     if isinstance(config, Mapping):
         config = dict(config)
-    staging = stages.Stage(config, logical_date, release_root, tracking_uri, False, attempt)  # bad config: fails here
+    staging = ReleaseContext(config, logical_date, release_root, tracking_uri, False, attempt)  # bad config: fails here
     try:
         if stages.ingest(config, logical_date, overwrite=overwrite, **kw)["status"] == "unchanged":
             return stages.publish(config, logical_date, **kw)

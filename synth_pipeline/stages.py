@@ -38,76 +38,44 @@ evaluate writes a quarantine record (manifest + report, no data), tags the versi
 
 Privacy: real rows exist only in memory and in the staging folder. Artifacts, tags, params,
 manifests and logs carry digests, counts, column names and aggregates, never a source row.
+
+Each stage builds one :class:`~synth_pipeline.release_context.ReleaseContext` from its arguments
+(parsed config, staging paths and state, staged tables, the MLflow run, progress, timings) and does
+only its own work here; the manifest is built by ``release.build_manifest``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from synth_pipeline import __version__
 from synth_pipeline import release as rel
 from synth_pipeline import tracking as trk
-from synth_pipeline.dataset_config import DatasetConfig, load_config
+from synth_pipeline.dataset_config import DatasetConfig
 from synth_pipeline.errors import GateFailedError, ReleaseError
-from synth_pipeline.io_utils import atomic_write, atomic_write_json
+from synth_pipeline.io_utils import atomic_write_json
 from synth_pipeline.privacy import redact
+from synth_pipeline.release_context import (  # noqa: F401 - re-exported: the stages' public names
+    AUDIT_DIR,
+    REPORT_FILES,
+    SHARDS_DIR,
+    STAGING,
+    ProgressSink,
+    ReleaseContext,
+    ReleaseResult,
+    config_digest,
+    say_fn,
+)
 
-STAGING = ".staging"
 STAGES = ("ingest", "validate", "train", "generate", "evaluate", "publish")
-SHARDS_DIR = "shards"  # generate parts: part-NNNNN.parquet, one per shard (see shards.py)
-AUDIT_DIR = "audit"  # prepared.pkl + audit-NNNNN.npz, one per shard (see evaluation/sharded.py)
 DEPENDENCY_FILE = "dependency.json"  # aggregates over generated sequences only
 DEPENDENCY_SEQUENCES, DEPENDENCY_MAX_STEPS = 32, 128
-REPORT_FILES = {"report/report.html": "report.html", "report/metrics.json": "metrics.json",
-                "report/gate.json": "gate.json"}
-ProgressSink = bool | Callable[[str], None]
-
-
-@dataclass
-class ReleaseResult:
-    """What a release did; ``to_dict()`` is small JSON (fit for an Airflow XCom)."""
-
-    dataset: str
-    release_id: str
-    status: str  # published | replaced | unchanged | quarantined
-    passed: bool | None
-    release_path: Path | None = None
-    quarantine_path: Path | None = None
-    model_name: str | None = None
-    model_version: str | None = None
-    model_uri: str | None = None
-    run_id: str | None = None
-    experiment_id: str | None = None
-    tracking_uri: str | None = None
-    report_uri: str | None = None
-    gate_reason: str | None = None
-    failed_checks: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def champion_uri(self) -> str | None:
-        return f"models:/{self.model_name}@{trk.CHAMPION}" if self.model_name else None
-
-    @property
-    def ui_command(self) -> str | None:
-        return trk.ui_command(self.tracking_uri) if self.tracking_uri else None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
-        if out.get("tracking_uri"):
-            out["tracking_uri"] = trk.redact_uri(out["tracking_uri"])
-        return out
+Stage = ReleaseContext  # the name callers used before the context had its own module
 
 
 # ------------------------------------------------------------------------------------------------
@@ -154,161 +122,8 @@ def inputs_fingerprint(cfg: DatasetConfig, data_fingerprint: str) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _say_fn(progress: ProgressSink, dataset: str = "") -> Callable[[str], None]:
-    if callable(progress):
-        return progress
-    t0 = time.perf_counter()
-
-    def say(msg: str) -> None:
-        if progress:
-            print(f"[release {time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    return say
-
-
 # ------------------------------------------------------------------------------------------------
-# the staging folder and the state that travels between stages
-# ------------------------------------------------------------------------------------------------
-class Stage:
-    """One stage's view of a release attempt: the config, ids, resolved locations, the staging
-    folder and its ``state.json``."""
-
-    def __init__(self, config: Any, logical_date: Any, release_root: str | Path | None,
-                 tracking_uri: str | None, progress: ProgressSink, attempt: str | None = None) -> None:
-        self.attempt = attempt
-        self.cfg = load_config(dict(config) if isinstance(config, Mapping) else config)
-        self.release_id = rel.release_id_for(logical_date)
-        rel.validate_dataset_name(self.cfg.name)
-        self.root = self.cfg.resolved_release_root(release_root)
-        self.uri = self.cfg.resolved_tracking_uri(tracking_uri)
-        self.dir = rel.staging_root(self.root) / STAGING / self.cfg.name / self.release_id  # local, also for s3://
-        self.say = _say_fn(progress)
-        self.state: dict[str, Any] = {}
-
-    # -- files -----------------------------------------------------------------------------------
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
-    def fresh(self) -> None:
-        """Start an attempt from an empty, private folder."""
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True, mode=0o700)
-        os.chmod(self.dir, 0o700)
-        for parent in (self.dir.parent, self.dir.parent.parent):
-            os.chmod(parent, 0o700)
-
-    def load(self, stage: str) -> dict[str, Any]:
-        """Read ``state.json``; a missing folder means an earlier stage did not run for this date."""
-        p = self.path("state.json")
-        if not p.exists():
-            raise ReleaseError(
-                f"stage '{stage}' found no staged state for {self.cfg.name} {self.release_id} at {self.dir}: run "
-                f"the earlier stages for this logical date first (ingest -> validate -> train -> generate -> "
-                f"evaluate -> publish)")
-        self.state = json.loads(p.read_text())
-        digest = _config_digest(self.cfg)
-        if self.state.get("config_digest") != digest:
-            raise ReleaseError(
-                f"stage '{stage}': the config of {self.cfg.name} changed since ingest of {self.release_id} "
-                f"({self.state.get('config_digest')} -> {digest}); rerun from ingest")
-        owner = self.state.get("attempt")
-        if self.attempt is not None and owner is not None and owner != self.attempt:
-            raise ReleaseError(
-                f"stage '{stage}': the staging folder of {self.cfg.name} {self.release_id} now belongs to another "
-                f"attempt ({owner!r}, this is {self.attempt!r}): two pipelines are releasing the same dataset and "
-                f"date at once. Let one finish, then rerun the other from ingest (or give them different dataset "
-                f"names)")
-        return self.state
-
-    def save(self) -> None:
-        atomic_write_json(self.path("state.json"), self.state)
-        os.chmod(self.path("state.json"), 0o600)
-
-    def write_frame(self, name: str, df) -> None:  # noqa: ANN001
-        atomic_write(self.path(name), lambda p: df.to_parquet(p, index=False))
-        os.chmod(self.path(name), 0o600)
-
-    def read_frame(self, name: str):  # noqa: ANN201
-        import pandas as pd
-
-        from synth_pipeline.ingest import coerce
-
-        return coerce(pd.read_parquet(self.path(name)), self.cfg.schema, source=f"staged {name}")
-
-    def cleanup(self, owned_only: bool = False) -> None:
-        """Remove the folder (real data); with ``owned_only``, not if another attempt has taken it."""
-        if owned_only and self.attempt is not None:
-            try:
-                owner = json.loads(self.path("state.json").read_text()).get("attempt")
-            except (OSError, ValueError):
-                owner = None
-            if owner not in (None, self.attempt):
-                return
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    @property
-    def unchanged(self) -> bool:
-        return self.state.get("status") == "unchanged"
-
-    def timed(self, key: str, t0: float) -> float:
-        dt = time.perf_counter() - t0
-        self.state.setdefault("timings", {})[key] = dt
-        return dt
-
-    # -- MLflow ----------------------------------------------------------------------------------
-    @contextmanager
-    def run(self, what: str) -> Iterator[Any]:
-        """Resume this attempt's MLflow run for the block; yields the client. The run's status is
-        left FINISHED at each exit: the last stage (publish, or evaluate on a failed gate) sets the
-        final one; an exception marks it FAILED."""
-        import mlflow
-
-        with trk.connect(self.uri) as client:
-            with trk.mlflow_errors(f"resuming the run ({what})"):
-                mlflow.start_run(run_id=self.state["run_id"])
-            with _ending_run():
-                yield client
-
-    def result(self, status: str, passed: bool | None, path: Path | None) -> ReleaseResult:
-        s = self.state
-        gate = s.get("gate") or {}
-        return ReleaseResult(
-            dataset=self.cfg.name, release_id=self.release_id, status=status, passed=passed,
-            release_path=path if passed else None, quarantine_path=None if passed else path,
-            model_name=s.get("model_name"), model_version=s.get("model_version"), model_uri=s.get("model_uri"),
-            run_id=s.get("run_id"), experiment_id=s.get("experiment_id"), tracking_uri=self.uri,
-            report_uri=s.get("report_uri"), gate_reason=gate.get("reason"), failed_checks=gate.get("failed", []),
-            counts=s.get("counts", {}), timings=s.get("timings", {}),
-        )
-
-
-@contextmanager
-def _ending_run() -> Iterator[None]:
-    """End the active MLflow run with the block: FINISHED, or FAILED when it raised."""
-    import mlflow
-
-    status = "FAILED"
-    try:
-        yield
-        status = "FINISHED"
-    finally:
-        try:
-            mlflow.end_run(status=status)
-        except Exception:  # noqa: BLE001 - keep the original error; the server may be gone
-            pass
-
-
-def _config_digest(cfg: DatasetConfig) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _unchanged(st: Stage, stage: str) -> dict[str, Any]:
-    st.say(f"{stage}: release {st.release_id} already published with the same inputs: nothing to do")
-    return {"stage": stage, "status": "unchanged", "dataset": st.cfg.name, "release_id": st.release_id}
-
-
-# ------------------------------------------------------------------------------------------------
-# stages
+# ingest, validate
 # ------------------------------------------------------------------------------------------------
 def ingest(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
            tracking_uri: str | None = None, overwrite: bool = False, attempt: str | None = None,
@@ -316,45 +131,55 @@ def ingest(config: Any, logical_date: Any, *, release_root: str | Path | None = 
     """Check everything cheap, read the sources, and stage the typed table. A release already on
     disk for the date with the same inputs marks the attempt ``unchanged``; one with different
     inputs is refused (before any training) unless ``overwrite``."""
-    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
-    cfg = st.cfg
-    t0 = time.perf_counter()
-    cfg.gate_config(), cfg.model_config()  # invalid options fail here, before data is read
-    rel.check_release_root(st.root, cfg.name)  # creates + checks writability (ReleaseError)
-    trk.check_reachable(st.uri)  # TrackingError before any work
-    st.say(f"dataset {cfg.name}, release {st.release_id}, release root {st.root}, MLflow {trk.redact_uri(st.uri)}")
-
     from synth_pipeline.ingest import load_dataset
 
+    ctx = ReleaseContext(config, logical_date, release_root, tracking_uri, progress, attempt)
+    cfg = ctx.cfg
+    t0 = time.perf_counter()
+    _check_before_reading(ctx)
     df = load_dataset(cfg.events, cfg.schema, cfg.entities)
     data_fp = frame_digest(df)
     inputs_fp = inputs_fingerprint(cfg, data_fp)
-    st.fresh()
-    st.state = {"dataset": cfg.name, "release_id": st.release_id, "config_digest": _config_digest(cfg),
-                "data_fingerprint": data_fp, "inputs_fingerprint": inputs_fp, "overwrite": bool(overwrite),
-                "counts": {"source_rows": int(len(df))}, "status": "ingested", "attempt": attempt}
-    existing = rel.existing_release(st.root, cfg.name, st.release_id)
+    ctx.fresh()
+    ctx.state = {"dataset": cfg.name, "release_id": ctx.release_id, "config_digest": config_digest(cfg),
+                 "data_fingerprint": data_fp, "inputs_fingerprint": inputs_fp, "overwrite": bool(overwrite),
+                 "counts": {"source_rows": int(len(df))}, "status": "ingested", "attempt": attempt}
+    existing = rel.existing_release(ctx.root, cfg.name, ctx.release_id)
     if existing is not None:
         if existing.get("inputs_fingerprint") == inputs_fp:
-            model = existing.get("model") or {}
-            st.state.update(status="unchanged", model_name=model.get("name"), model_version=model.get("version"),
-                            model_uri=model.get("uri"), run_id=model.get("run_id"),
-                            experiment_id=model.get("experiment_id"), report_uri=model.get("report_uri"),
-                            gate=existing.get("gate") or {}, counts=existing.get("counts") or {})
-            st.save()
-            return _unchanged(st, "ingest")
+            return _reuse_release(ctx, existing)
         if not overwrite:
-            st.cleanup()
+            ctx.cleanup()
             raise ReleaseError(
-                f"release {cfg.name}/{st.release_id} already exists with different inputs (fingerprint "
+                f"release {cfg.name}/{ctx.release_id} already exists with different inputs (fingerprint "
                 f"{existing.get('inputs_fingerprint')}, now {inputs_fp}); pass overwrite=True (CLI: --overwrite) "
                 f"to replace it. Nothing was trained.")
-    st.write_frame("source.parquet", df)
-    st.timed("ingest", t0)
-    st.save()
-    st.say(f"ingested {len(df)} rows (data {data_fp}) into {st.dir}")
-    return {"stage": "ingest", "status": "ingested", "dataset": cfg.name, "release_id": st.release_id,
-            "rows": int(len(df)), "data_fingerprint": data_fp, "inputs_fingerprint": inputs_fp, "staging": str(st.dir)}
+    ctx.write_frame("source.parquet", df)
+    ctx.timed("ingest", t0)
+    ctx.save()
+    ctx.say(f"ingested {len(df)} rows (data {data_fp}) into {ctx.dir}")
+    return ctx.reply("ingest", "ingested", rows=int(len(df)), data_fingerprint=data_fp,
+                     inputs_fingerprint=inputs_fp, staging=str(ctx.dir))
+
+
+def _check_before_reading(ctx: ReleaseContext) -> None:
+    """Options, release root and tracking server, before any data is read."""
+    ctx.gate_cfg, ctx.model_cfg  # invalid options fail here  # noqa: B018
+    rel.check_release_root(ctx.root, ctx.name)  # creates + checks writability (ReleaseError)
+    trk.check_reachable(ctx.uri)  # TrackingError before any work
+    ctx.say(f"dataset {ctx.name}, release {ctx.release_id}, release root {ctx.root}, "
+            f"MLflow {trk.redact_uri(ctx.uri)}")
+
+
+def _reuse_release(ctx: ReleaseContext, existing: Mapping[str, Any]) -> dict[str, Any]:
+    """The release on disk has the same inputs: the attempt is ``unchanged`` (later stages are no-ops)."""
+    model = existing.get("model") or {}
+    ctx.state.update(status="unchanged", model_name=model.get("name"), model_version=model.get("version"),
+                     model_uri=model.get("uri"), run_id=model.get("run_id"),
+                     experiment_id=model.get("experiment_id"), report_uri=model.get("report_uri"),
+                     gate=existing.get("gate") or {}, counts=existing.get("counts") or {})
+    ctx.save()
+    return ctx.nothing_to_do("ingest")
 
 
 def validate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
@@ -364,149 +189,160 @@ def validate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     failure), then the entity-level train / holdout split."""
     from synth_pipeline.validate import validate as gx_validate
 
-    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
-    st.load("validate")
-    if st.unchanged:
-        return _unchanged(st, "validate")
+    ctx = ReleaseContext(config, logical_date, release_root, tracking_uri, progress, attempt)
+    s = ctx.load("validate")
+    if ctx.unchanged:
+        return ctx.nothing_to_do("validate")
     t0 = time.perf_counter()
-    st.say(f"validating the staged table ({st.state['counts']['source_rows']} rows, Great Expectations) and "
-           f"splitting train / holdout by entity")
-    schema = st.cfg.schema
-    df = st.read_frame("source.parquet")
-    report = gx_validate(df, schema)
-    train, holdout = split_sequences(df, schema, st.cfg.holdout_fraction, st.cfg.seed)
-    st.write_frame("train.parquet", train)
-    st.write_frame("holdout.parquet", holdout)
-    atomic_write_json(st.path("expectation_suite.json"), report.suite_json)
-    atomic_write_json(st.path("validation_result.json"), report.result_json)
-    st.state["counts"].update({
-        "train_rows": int(len(train)), "holdout_rows": int(len(holdout)),
-        "train_sequences": n_sequences_of(train, schema), "holdout_sequences": n_sequences_of(holdout, schema),
-    })
-    st.state.update(train_fingerprint=frame_digest(train), holdout_fingerprint=frame_digest(holdout),
-                    validation=report.summary(), columns=[str(c) for c in df.columns])
-    dt = st.timed("validate", t0)
-    st.save()
-    c = st.state["counts"]
-    st.say(f"validation {report.summary()}; split {c['train_sequences']} train / {c['holdout_sequences']} holdout "
-           f"sequences in {dt:.1f}s")
-    return {"stage": "validate", "status": "validated", "validation": report.summary(),
-            "counts": dict(c), "dataset": st.cfg.name, "release_id": st.release_id}
+    ctx.say(f"validating the staged table ({s['counts']['source_rows']} rows, Great Expectations) and "
+            f"splitting train / holdout by entity")
+    df = ctx.read_frame("source.parquet")
+    report = gx_validate(df, ctx.schema)
+    train, holdout = split_sequences(df, ctx.schema, ctx.cfg.holdout_fraction, ctx.cfg.seed)
+    ctx.write_frame("train.parquet", train)
+    ctx.write_frame("holdout.parquet", holdout)
+    atomic_write_json(ctx.path("expectation_suite.json"), report.suite_json)
+    atomic_write_json(ctx.path("validation_result.json"), report.result_json)
+    c = s["counts"]
+    c.update(train_rows=int(len(train)), holdout_rows=int(len(holdout)),
+             train_sequences=n_sequences_of(train, ctx.schema), holdout_sequences=n_sequences_of(holdout, ctx.schema))
+    s.update(train_fingerprint=frame_digest(train), holdout_fingerprint=frame_digest(holdout),
+             validation=report.summary(), columns=[str(col) for col in df.columns])
+    dt = ctx.timed("validate", t0)
+    ctx.save()
+    ctx.say(f"validation {report.summary()}; split {c['train_sequences']} train / {c['holdout_sequences']} holdout "
+            f"sequences in {dt:.1f}s")
+    return ctx.reply("validate", "validated", validation=report.summary(), counts=dict(c))
 
 
+# ------------------------------------------------------------------------------------------------
+# train
+# ------------------------------------------------------------------------------------------------
 def train(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
           tracking_uri: str | None = None, airflow_context: Mapping[str, Any] | None = None,
           attempt: str | None = None, progress: ProgressSink = False, **_: Any) -> dict[str, Any]:
     """Open the attempt's MLflow run (params, validation artifacts, lineage), fit the synthesizer,
     log its losses, register it as the ``candidate`` version, and stage it for generation."""
-    import mlflow
-    from synth_pipeline.synthesizer import Synthesizer
+    ctx = ReleaseContext(config, logical_date, release_root, tracking_uri, progress, attempt)
+    s = ctx.load("train")
+    if ctx.unchanged:
+        return ctx.nothing_to_do("train")
+    s["n_synthetic"] = int(ctx.cfg.n_sequences or s["counts"]["train_sequences"])
+    ctx.read_frame("train.parquet")  # a bad staged table fails before the run is opened
+    t0 = time.perf_counter()
+    ctx.say(f"MLflow: opening the run in experiment '{ctx.cfg.experiment_name}' (params, validation artifacts)")
+    with ctx.start_run(_run_tags(ctx, airflow_context)) as (client, exp):
+        _log_inputs(ctx)
+        ctx.say(f"MLflow run {s['run_id']} opened in {time.perf_counter() - t0:.1f}s")
+        syn, train_s = _fit(ctx)
+        t_reg = time.perf_counter()
+        model_uri = _register(ctx, client, exp, syn, train_s)
+    s.update(differential_privacy=syn.model.dp_report)
+    ctx.save()
+    ctx.say(f"registered {model_uri} in {time.perf_counter() - t_reg:.1f}s (gate=pending until evaluated)")
+    return ctx.reply("train", "trained", run_id=s["run_id"], model_uri=model_uri, model_version=s["model_version"],
+                     train_seconds=round(train_s, 1))
 
-    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
-    s = st.load("train")
-    if st.unchanged:
-        return _unchanged(st, "train")
-    cfg, schema = st.cfg, st.cfg.schema
-    model_cfg, gate_cfg = cfg.model_config(), cfg.gate_config()
-    n_syn = cfg.n_sequences or s["counts"]["train_sequences"]
-    tags = {
-        "dataset": cfg.name, "logical_date": st.release_id, "release_id": st.release_id,
-        "schema_fingerprint": schema.fingerprint(), "data_fingerprint": s["data_fingerprint"],
+
+def _run_tags(ctx: ReleaseContext, airflow_context: Mapping[str, Any] | None) -> dict[str, str]:
+    s = ctx.state
+    return {
+        "dataset": ctx.name, "logical_date": ctx.release_id, "release_id": ctx.release_id,
+        "schema_fingerprint": ctx.schema.fingerprint(), "data_fingerprint": s["data_fingerprint"],
         "train_fingerprint": s["train_fingerprint"], "holdout_fingerprint": s["holdout_fingerprint"],
         "inputs_fingerprint": s["inputs_fingerprint"], "package_version": __version__, "gate": "pending",
         **trk.airflow_tags(airflow_context),
     }
-    train_df = st.read_frame("train.parquet")
-    t0 = time.perf_counter()
-    st.say(f"MLflow: opening the run in experiment '{cfg.experiment_name}' (params, validation artifacts)")
-    with trk.connect(st.uri) as client:
-        with trk.mlflow_errors("creating the experiment and run"):
-            exp = trk.ensure_experiment(client, cfg.experiment_name, st.uri)
-            mlflow.set_experiment(experiment_id=exp.experiment_id)
-            run = mlflow.start_run(run_name=f"{cfg.name}-{st.release_id}", tags=tags)
-        s.update(run_id=run.info.run_id, experiment_id=exp.experiment_id, n_synthetic=int(n_syn))
-        st.save()
-        with _ending_run():
-            with trk.mlflow_errors("logging params and validation artifacts"):
-                mlflow.log_params(trk.flat_params({
-                    "model": model_cfg.to_dict(), "holdout_fraction": cfg.holdout_fraction,
-                    "n_sequences": n_syn, "seed": cfg.seed,
-                }))
-                mlflow.log_params(trk.flat_params({"gate": gate_cfg.to_dict()}))
-                # redacted copies: GX artifacts hold real values (unexpected lists, pinned value sets)
-                for name in ("expectation_suite.json", "validation_result.json"):
-                    raw = json.loads(st.path(name).read_text(encoding="utf-8"))
-                    trk.log_json(redact(raw), f"validation/{name}")
-                trk.log_json(cfg.to_dict(), "config.json")
-                trk.log_json({"data_fingerprint": s["data_fingerprint"], "train_fingerprint": s["train_fingerprint"],
-                              "holdout_fingerprint": s["holdout_fingerprint"], "counts": s["counts"],
-                              "columns": s["columns"], "sources": cfg.to_dict()["sources"]}, "lineage.json")
-            st.say(f"MLflow run {s['run_id']} opened in {time.perf_counter() - t0:.1f}s")
-            t0 = time.perf_counter()
-            st.say(f"training ({model_cfg.preset} preset) on {s['counts']['train_sequences']} sequences")
-            if model_cfg.distributed and model_cfg.processes > 1:  # data-parallel ranks under torchrun
-                from synth_pipeline.models.launch import fit_with_torchrun
-
-                st.say(f"training in {model_cfg.processes} data-parallel ranks under torch.distributed.run")
-                syn = fit_with_torchrun(schema, st.path("train.parquet"), model_cfg, model_cfg.processes)
-            else:
-                syn = Synthesizer(schema, model_cfg).fit(train_df)
-            train_s = st.timed("train", t0)
-            st.say(f"trained in {train_s:.1f}s")
-            t_reg = time.perf_counter()
-            st.say(f"registering: saving the model, logging it to MLflow as a version of {cfg.model_name}")
-            syn.save(st.path("model"))
-            with trk.mlflow_errors("logging the protected schema"):
-                mlflow.log_text(syn.encoder.public_schema().to_yaml(), "schema.yaml")  # no rare level, no range
-            with trk.mlflow_errors("logging training losses and registering the model"):
-                trk.log_history(syn.model.history)
-                mlflow.log_metric("train_seconds", train_s)
-                t0 = time.perf_counter()
-                info = trk.log_model(syn, name="synthesizer", registered_model_name=cfg.model_name,
-                                     metadata={"dataset": cfg.name, "logical_date": st.release_id})
-                version = str(info.registered_model_version)
-                model_uri = f"models:/{cfg.model_name}/{version}"
-                dp_tags = trk.privacy_tags(syn.model.dp_report)
-                if dp_tags:  # the guarantee on the run (params + tags) and on the registered version
-                    mlflow.log_params({f"dp.{k}": v for k, v in syn.model.dp_report.items()
-                                       if not isinstance(v, dict)})
-                    mlflow.set_tags(dp_tags)
-                trk.tag_version(client, cfg.model_name, version, {  # alias 'candidate' once evaluated
-                    "dataset": cfg.name, "logical_date": st.release_id, "run_id": s["run_id"],
-                    "inputs_fingerprint": s["inputs_fingerprint"], "gate": "pending", **dp_tags,
-                })
-                stale = trk.mark_stale_attempts(client, exp.experiment_id, cfg.model_name, st.release_id,
-                                                s["run_id"])
-                if stale:
-                    st.say(f"closed {len(stale)} run(s) of earlier, unfinished attempts for {st.release_id} "
-                           f"(status FAILED, gate=stale)")
-                mlflow.set_tags({"model_name": cfg.model_name, "model_version": version, "model_uri": model_uri})
-                st.timed("register", t0)
-    s.update(model_name=cfg.model_name, model_version=version, model_uri=model_uri,
-             differential_privacy=syn.model.dp_report)
-    st.save()
-    st.say(f"registered {model_uri} in {time.perf_counter() - t_reg:.1f}s (gate=pending until evaluated)")
-    return {"stage": "train", "status": "trained", "run_id": s["run_id"], "model_uri": model_uri,
-            "model_version": version, "train_seconds": round(train_s, 1), "dataset": cfg.name,
-            "release_id": st.release_id}
 
 
-def _shard_plan(st: Stage, s: dict[str, Any]) -> list[Any]:
-    from synth_pipeline.shards import plan_shards
+def _log_inputs(ctx: ReleaseContext) -> None:
+    """Params (model, split, gate), redacted validation artifacts, the config and the lineage."""
+    import mlflow
 
-    return plan_shards(int(s["n_synthetic"]), st.cfg.seed, st.cfg.shards)
+    cfg, s = ctx.cfg, ctx.state
+    with trk.mlflow_errors("logging params and validation artifacts"):
+        mlflow.log_params(trk.flat_params({
+            "model": ctx.model_cfg.to_dict(), "holdout_fraction": cfg.holdout_fraction,
+            "n_sequences": s["n_synthetic"], "seed": cfg.seed,
+        }))
+        mlflow.log_params(trk.flat_params({"gate": ctx.gate_cfg.to_dict()}))
+        # redacted copies: GX artifacts hold real values (unexpected lists, pinned value sets)
+        for name in ("expectation_suite.json", "validation_result.json"):
+            raw = json.loads(ctx.path(name).read_text(encoding="utf-8"))
+            trk.log_json(redact(raw), f"validation/{name}")
+        trk.log_json(cfg.to_dict(), "config.json")
+        trk.log_json({"data_fingerprint": s["data_fingerprint"], "train_fingerprint": s["train_fingerprint"],
+                      "holdout_fingerprint": s["holdout_fingerprint"], "counts": s["counts"],
+                      "columns": s["columns"], "sources": cfg.to_dict()["sources"]}, "lineage.json")
 
 
+def _fit(ctx: ReleaseContext) -> tuple[Any, float]:
+    """Fit the synthesizer on the staged train table (data-parallel ranks when configured)."""
+    from synth_pipeline.synthesizer import Synthesizer
+
+    model_cfg, t0 = ctx.model_cfg, time.perf_counter()
+    ctx.say(f"training ({model_cfg.preset} preset) on {ctx.state['counts']['train_sequences']} sequences")
+    if model_cfg.distributed and model_cfg.processes > 1:  # data-parallel ranks under torchrun
+        from synth_pipeline.models.launch import fit_with_torchrun
+
+        ctx.say(f"training in {model_cfg.processes} data-parallel ranks under torch.distributed.run")
+        syn = fit_with_torchrun(ctx.schema, ctx.path("train.parquet"), model_cfg, model_cfg.processes)
+    else:
+        syn = Synthesizer(ctx.schema, model_cfg).fit(ctx.read_frame("train.parquet"))
+    train_s = ctx.timed("train", t0)
+    ctx.say(f"trained in {train_s:.1f}s")
+    return syn, train_s
+
+
+def _register(ctx: ReleaseContext, client: Any, exp: Any, syn: Any, train_s: float) -> str:
+    """Stage the model, log schema and losses, register a ``gate=pending`` version (DP guarantee on
+    run and version), close earlier attempts' runs; the model's ids go into the state. Returns its URI."""
+    import mlflow
+
+    cfg, s = ctx.cfg, ctx.state
+    ctx.say(f"registering: saving the model, logging it to MLflow as a version of {cfg.model_name}")
+    syn.save(ctx.path("model"))
+    with trk.mlflow_errors("logging the protected schema"):
+        mlflow.log_text(syn.encoder.public_schema().to_yaml(), "schema.yaml")  # no rare level, no range
+    with trk.mlflow_errors("logging training losses and registering the model"):
+        trk.log_history(syn.model.history)
+        mlflow.log_metric("train_seconds", train_s)
+        t0 = time.perf_counter()
+        info = trk.log_model(syn, name="synthesizer", registered_model_name=cfg.model_name,
+                             metadata={"dataset": cfg.name, "logical_date": ctx.release_id})
+        version = str(info.registered_model_version)
+        model_uri = f"models:/{cfg.model_name}/{version}"
+        dp_tags = trk.privacy_tags(syn.model.dp_report)
+        if dp_tags:  # the guarantee on the run (params + tags) and on the registered version
+            mlflow.log_params({f"dp.{k}": v for k, v in syn.model.dp_report.items() if not isinstance(v, dict)})
+            mlflow.set_tags(dp_tags)
+        trk.tag_version(client, cfg.model_name, version, {  # alias 'candidate' once evaluated
+            "dataset": cfg.name, "logical_date": ctx.release_id, "run_id": s["run_id"],
+            "inputs_fingerprint": s["inputs_fingerprint"], "gate": "pending", **dp_tags,
+        })
+        stale = trk.mark_stale_attempts(client, exp.experiment_id, cfg.model_name, ctx.release_id, s["run_id"])
+        if stale:
+            ctx.say(f"closed {len(stale)} run(s) of earlier, unfinished attempts for {ctx.release_id} "
+                    f"(status FAILED, gate=stale)")
+        mlflow.set_tags({"model_name": cfg.model_name, "model_version": version, "model_uri": model_uri})
+        ctx.timed("register", t0)
+    s.update(model_name=cfg.model_name, model_version=version, model_uri=model_uri)
+    return model_uri
+
+
+# ------------------------------------------------------------------------------------------------
+# generate (planned shards)
+# ------------------------------------------------------------------------------------------------
 def plan_generation(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
                     tracking_uri: str | None = None, attempt: str | None = None, progress: ProgressSink = False,
                     **_: Any) -> list[dict[str, Any]]:
     """The generate shards (small dicts for XCom / ``.expand``): count from ``generate.shards`` or n."""
-    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
-    s = st.load("plan_generation")
-    if st.unchanged:
+    ctx = ReleaseContext(config, logical_date, release_root, tracking_uri, progress, attempt)
+    s = ctx.load("plan_generation")
+    if ctx.unchanged:
         return []
-    plan = _shard_plan(st, s)
-    st.say(f"{s['n_synthetic']} synthetic sequences in {len(plan)} shard(s)")
+    plan = ctx.shard_plan()
+    ctx.say(f"{s['n_synthetic']} synthetic sequences in {len(plan)} shard(s)")
     return [p.to_dict() for p in plan]
 
 
@@ -515,19 +351,15 @@ def generate_shard(config: Any, logical_date: Any, *, shard: Mapping[str, Any],
                    attempt: str | None = None, progress: ProgressSink = False, **_: Any) -> dict[str, Any]:
     """Sample one shard into ``<staging>/shards/part-NNNNN.parquet`` (reads state, never writes it:
     shards run concurrently)."""
-    from synth_pipeline.shards import ShardSpec, write_shard
-    from synth_pipeline.synthesizer import Synthesizer
+    from synth_pipeline.shards import write_shard
 
-    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
-    s = st.load("generate_shard")
-    spec = ShardSpec.from_dict(dict(shard))
-    if spec not in _shard_plan(st, s):
-        raise ReleaseError(f"shard {dict(shard)!r} is not in the plan of {st.cfg.name} {st.release_id}; "
-                           "rerun plan_generation")
+    ctx = ReleaseContext(config, logical_date, release_root, tracking_uri, progress, attempt)
+    ctx.load("generate_shard")
+    spec, _plan = ctx.planned_shard(shard)
     t0 = time.perf_counter()
-    entry = write_shard(Synthesizer.load(st.path("model")), spec, st.path(SHARDS_DIR))
-    st.say(f"shard {spec.index}: {spec.count} sequences, {entry['rows']} rows in {time.perf_counter() - t0:.1f}s")
-    return {**entry, "stage": "generate_shard", "dataset": st.cfg.name, "release_id": st.release_id}
+    entry = write_shard(ctx.load_model(), spec, ctx.path(SHARDS_DIR))
+    ctx.say(f"shard {spec.index}: {spec.count} sequences, {entry['rows']} rows in {time.perf_counter() - t0:.1f}s")
+    return {**entry, "stage": "generate_shard", "dataset": ctx.name, "release_id": ctx.release_id}
 
 
 def generate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
@@ -535,82 +367,65 @@ def generate(config: Any, logical_date: Any, *, release_root: str | Path | None 
              **_: Any) -> dict[str, Any]:
     """Sample the synthetic table from the staged model as seeded shards (any shard a mapped task has
     not staged is sampled here), check the parts, run the dependency diagnostic."""
-    from synth_pipeline.shards import part_entries, write_shard
-    from synth_pipeline.synthesizer import Synthesizer
-
-    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
-    s = st.load("generate")
-    if st.unchanged:
-        return _unchanged(st, "generate")
+    ctx = ReleaseContext(config, logical_date, release_root, tracking_uri, progress, attempt)
+    s = ctx.load("generate")
+    if ctx.unchanged:
+        return ctx.nothing_to_do("generate")
     t0 = time.perf_counter()
-    plan, parts = _shard_plan(st, s), st.path(SHARDS_DIR)
-    todo = [p for p in plan if not (parts / p.part_name).exists()]
-    syn = Synthesizer.load(st.path("model"))
-    if todo:
-        st.say(f"sampling {sum(p.count for p in todo)} synthetic sequences in {len(todo)} shard(s)")
-    for p in todo:
-        write_shard(syn, p, parts)
-    entries = part_entries(parts, plan)
+    syn = ctx.load_model()
+    entries = _sample_missing_shards(ctx, syn)
     rows = sum(e["rows"] for e in entries)
-    dt = st.timed("generate", t0)
-    st.say(f"generated {s['n_synthetic']} synthetic sequences ({rows} rows, {len(plan)} part(s)) in {dt:.1f}s")
-    t1 = time.perf_counter()  # the decoder's dependency on its latent (PSLD's collapse diagnostic)
-    st.say("dependency diagnostic (decoder's dependency on its latent, integrated gradients) on "
-           f"{min(DEPENDENCY_SEQUENCES, int(s['n_synthetic']))} generated sequences")
-    dep = syn.dependency(n=min(DEPENDENCY_SEQUENCES, int(s["n_synthetic"])), seed=st.cfg.seed + 2,
-                         max_steps=DEPENDENCY_MAX_STEPS, progress=st.say)
-    atomic_write_json(st.path(DEPENDENCY_FILE), dep.to_state())
-    st.say(f"dependency diagnostic done in {st.timed('dependency', t1):.1f}s: latent dependency "
-           f"{dep.summary()['latent_dependency']:.3f}")
+    dt = ctx.timed("generate", t0)
+    ctx.say(f"generated {s['n_synthetic']} synthetic sequences ({rows} rows, {len(entries)} part(s)) in {dt:.1f}s")
+    _dependency_diagnostic(ctx, syn)
     s["counts"].update(synthetic_sequences=int(s["n_synthetic"]), synthetic_rows=int(rows))
     s["parts"] = entries
-    st.save()
-    return {"stage": "generate", "status": "generated", "sequences": int(s["n_synthetic"]), "rows": int(rows),
-            "parts": len(entries), "seconds": round(dt, 2), "dataset": st.cfg.name, "release_id": st.release_id}
+    ctx.save()
+    return ctx.reply("generate", "generated", sequences=int(s["n_synthetic"]), rows=int(rows), parts=len(entries),
+                     seconds=round(dt, 2))
 
 
-def _prepare_audit(st: Stage, progress: ProgressSink) -> Any:
-    """Fit the audit's representation on the staged train table and draw its references; stage them."""
-    from synth_pipeline.evaluation.sharded import SHARD_FILE, prepare_audit, save_prep
+def _sample_missing_shards(ctx: ReleaseContext, syn: Any) -> list[dict[str, Any]]:
+    """Sample the planned shards no ``generate_shard`` task staged; the checked entries of all parts."""
+    from synth_pipeline.shards import part_entries, write_shard
 
-    cfg = st.cfg
-    prep = prepare_audit(st.read_frame("train.parquet"), st.read_frame("holdout.parquet"), cfg.schema,
-                         cfg.gate_config(), cfg.seed, rare_tokens=(cfg.model_config().rare_token,),
-                         protection=cfg.model_config().protection(), progress=st.say if progress else None)
-    folder = st.path(AUDIT_DIR)
-    for old in folder.glob(SHARD_FILE.replace("{:05d}", "*")) if folder.is_dir() else []:
-        old.unlink()  # audited against an earlier preparation
-    save_prep(prep, folder)
-    return prep
+    plan, parts = ctx.shard_plan(), ctx.path(SHARDS_DIR)
+    todo = [p for p in plan if not (parts / p.part_name).exists()]
+    if todo:
+        ctx.say(f"sampling {sum(p.count for p in todo)} synthetic sequences in {len(todo)} shard(s)")
+    for p in todo:
+        write_shard(syn, p, parts)
+    return part_entries(parts, plan)
 
 
-def _audit_part(st: Stage, prep: Any, spec: Any, n_parts: int, progress: ProgressSink) -> dict[str, Any]:
-    """Audit one generated part against the prepared references; stage its npz."""
-    from synth_pipeline.evaluation.sharded import audit_shard, save_shard
+def _dependency_diagnostic(ctx: ReleaseContext, syn: Any) -> None:
+    """The decoder's dependency on its latent (PSLD's collapse diagnostic), staged for evaluate."""
+    t0, n = time.perf_counter(), min(DEPENDENCY_SEQUENCES, int(ctx.state["n_synthetic"]))
+    ctx.say(f"dependency diagnostic (decoder's dependency on its latent, integrated gradients) on {n} generated "
+            "sequences")
+    dep = syn.dependency(n=n, seed=ctx.cfg.seed + 2, max_steps=DEPENDENCY_MAX_STEPS, progress=ctx.say)
+    atomic_write_json(ctx.path(DEPENDENCY_FILE), dep.to_state())
+    ctx.say(f"dependency diagnostic done in {ctx.timed('dependency', t0):.1f}s: latent dependency "
+            f"{dep.summary()['latent_dependency']:.3f}")
 
-    part = st.read_frame(f"{SHARDS_DIR}/{spec.part_name}")
-    out = audit_shard(prep, part, index=spec.index, start=spec.start, total=spec.n_total, count=spec.count,
-                      whole=n_parts == 1, progress=st.say if progress else None)
-    save_shard(out, st.path(AUDIT_DIR))
-    return {"shard": spec.index, "sequences": int(len(out["dcr_units"])), "exact_copies": int(
-        json.loads(str(out["meta"]))["exact_hits"])}
 
-
+# ------------------------------------------------------------------------------------------------
+# the audit (planned shards) and the gate
+# ------------------------------------------------------------------------------------------------
 def prepare_audit(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
                   tracking_uri: str | None = None, attempt: str | None = None, progress: ProgressSink = False,
                   **_: Any) -> dict[str, Any]:
     """Prepare the sharded audit: the representation fitted on train and the equal-size references,
     staged for the ``audit_shard`` tasks (reads state, never writes it)."""
-    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
-    st.load("prepare_audit")
-    if st.unchanged:
-        return _unchanged(st, "prepare_audit")
+    ctx = ReleaseContext(config, logical_date, release_root, tracking_uri, progress, attempt)
+    ctx.load("prepare_audit")
+    if ctx.unchanged:
+        return ctx.nothing_to_do("prepare_audit")
     t0 = time.perf_counter()
-    prep = _prepare_audit(st, progress)
-    st.say(f"audit prepared in {time.perf_counter() - t0:.1f}s: {len(prep.train_ref)} train-sample and "
-           f"{len(prep.holdout_ref)} holdout references")
-    return {"stage": "prepare_audit", "status": "prepared", "reference_size": len(prep.train_ref),
-            "dataset": st.cfg.name, "release_id": st.release_id}
+    prep = _prepare_audit(ctx)
+    ctx.say(f"audit prepared in {time.perf_counter() - t0:.1f}s: {len(prep.train_ref)} train-sample and "
+            f"{len(prep.holdout_ref)} holdout references")
+    return ctx.reply("prepare_audit", "prepared", reference_size=len(prep.train_ref))
 
 
 def audit_shard(config: Any, logical_date: Any, *, shard: Mapping[str, Any],
@@ -620,24 +435,48 @@ def audit_shard(config: Any, logical_date: Any, *, shard: Mapping[str, Any],
     candidates) into ``<staging>/audit/audit-NNNNN.npz``; evaluate merges them (reads state, never
     writes it: shards run concurrently)."""
     from synth_pipeline.evaluation.sharded import load_prep
-    from synth_pipeline.shards import ShardSpec
 
-    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
-    s = st.load("audit_shard")
-    if st.unchanged:
-        return _unchanged(st, "audit_shard")
-    spec = ShardSpec.from_dict(dict(shard))
-    plan = _shard_plan(st, s)
-    if spec not in plan:
-        raise ReleaseError(f"shard {dict(shard)!r} is not in the plan of {st.cfg.name} {st.release_id}; "
-                           "rerun plan_generation")
-    if not (st.path(AUDIT_DIR) / "prepared.pkl").exists():
-        raise ReleaseError(f"audit_shard: the audit of {st.cfg.name} {st.release_id} is not prepared; run "
+    ctx = ReleaseContext(config, logical_date, release_root, tracking_uri, progress, attempt)
+    ctx.load("audit_shard")
+    if ctx.unchanged:
+        return ctx.nothing_to_do("audit_shard")
+    spec, plan = ctx.planned_shard(shard)
+    if not (ctx.path(AUDIT_DIR) / "prepared.pkl").exists():
+        raise ReleaseError(f"audit_shard: the audit of {ctx.name} {ctx.release_id} is not prepared; run "
                            "prepare_audit first")
     t0 = time.perf_counter()
-    out = _audit_part(st, load_prep(st.path(AUDIT_DIR)), spec, len(plan), progress)
-    st.say(f"audit shard {spec.index}: {out['sequences']} synthetic sequences in {time.perf_counter() - t0:.1f}s")
-    return {**out, "stage": "audit_shard", "dataset": st.cfg.name, "release_id": st.release_id}
+    out = _audit_part(ctx, load_prep(ctx.path(AUDIT_DIR)), spec, len(plan))
+    ctx.say(f"audit shard {spec.index}: {out['sequences']} synthetic sequences in {time.perf_counter() - t0:.1f}s")
+    return {**out, "stage": "audit_shard", "dataset": ctx.name, "release_id": ctx.release_id}
+
+
+def _prepare_audit(ctx: ReleaseContext) -> Any:
+    """Fit the audit's representation on the staged train table and draw its references; stage them."""
+    from synth_pipeline.evaluation.sharded import SHARD_FILE, prepare_audit, save_prep
+
+    cfg, model_cfg = ctx.cfg, ctx.model_cfg
+    # not cached: evaluate should not hold the real tables while it merges the shards
+    prep = prepare_audit(ctx.read_frame("train.parquet", cache=False), ctx.read_frame("holdout.parquet", cache=False),
+                         cfg.schema,
+                         ctx.gate_cfg, cfg.seed, rare_tokens=(model_cfg.rare_token,),
+                         protection=model_cfg.protection(), progress=ctx.detail)
+    folder = ctx.path(AUDIT_DIR)
+    for old in folder.glob(SHARD_FILE.replace("{:05d}", "*")) if folder.is_dir() else []:
+        old.unlink()  # audited against an earlier preparation
+    save_prep(prep, folder)
+    return prep
+
+
+def _audit_part(ctx: ReleaseContext, prep: Any, spec: Any, n_parts: int) -> dict[str, Any]:
+    """Audit one generated part against the prepared references; stage its npz."""
+    from synth_pipeline.evaluation.sharded import audit_shard, save_shard
+
+    part = ctx.read_frame(f"{SHARDS_DIR}/{spec.part_name}")
+    out = audit_shard(prep, part, index=spec.index, start=spec.start, total=spec.n_total, count=spec.count,
+                      whole=n_parts == 1, progress=ctx.detail)
+    save_shard(out, ctx.path(AUDIT_DIR))
+    return {"shard": spec.index, "sequences": int(len(out["dcr_units"])), "exact_copies": int(
+        json.loads(str(out["meta"]))["exact_hits"])}
 
 
 def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
@@ -646,87 +485,115 @@ def evaluate(config: Any, logical_date: Any, *, release_root: str | Path | None 
     """Merge the audit shards (any step a mapped task has not staged, the preparation or a shard,
     is run here), log the report, apply the gate. On failure: quarantine record, ``gate=failed``
     on the version, GateFailedError."""
-    import numpy as np
-
-    import mlflow
     from synth_pipeline.evaluation import write_outputs
+
+    ctx = ReleaseContext(config, logical_date, release_root, tracking_uri, progress, attempt)
+    s = ctx.load("evaluate")
+    if ctx.unchanged:
+        return ctx.nothing_to_do("evaluate")
+    t0 = time.perf_counter()
+    ctx.say(f"auditing {s['n_synthetic']} synthetic sequences against train and holdout (privacy, fidelity, gate)")
+    ev, dep = _merged_audit(ctx)
+    write_outputs(ev, ctx.path("report"), progress=ctx.detail)
+    ctx.say(f"audit done in {ctx.timed('evaluate', t0):.1f}s")
+    passed = bool(ev.passed)
+    with ctx.run("evaluate") as client:
+        _log_audit(ctx, client, ev, dep)
+        s["gate"] = {"passed": passed, "reason": ev.gate.reason, "failed": [c.name for c in ev.gate.failed],
+                     "explanations": [c.explanation for c in ev.gate.failed]}
+        s["manifest"] = rel.build_manifest(ctx.release_id, s, ctx.schema.fingerprint(), ev.gate_dict())
+        ctx.say(f"gate {'PASSED' if passed else 'FAILED'}: {ev.gate.reason}")
+        if not passed:
+            result = _quarantine(ctx, client)
+    if not passed:
+        ctx.cleanup()
+        raise _gate_failed(ctx, result)
+    ctx.save()
+    return ctx.reply("evaluate", "passed", passed=True, report_uri=s["report_uri"], gate_reason=ev.gate.reason)
+
+
+def _merged_audit(ctx: ReleaseContext) -> tuple[Any, Any]:
+    """The evaluation from the staged audit shards (preparing and auditing what no task staged),
+    with generate's dependency diagnostic and the DP guarantee; ``(evaluation, dependency or None)``."""
     from synth_pipeline.evaluation.dependency import DependencyResult
     from synth_pipeline.evaluation.sharded import load_prep, load_shard, merge_audit, shard_path
 
-    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
-    s = st.load("evaluate")
-    if st.unchanged:
-        return _unchanged(st, "evaluate")
-    cfg = st.cfg
-    t0 = time.perf_counter()
-    st.say(f"auditing {s['n_synthetic']} synthetic sequences against train and holdout (privacy, fidelity, gate)")
-    audit = st.path(AUDIT_DIR)
-    prep = load_prep(audit) if (audit / "prepared.pkl").exists() else _prepare_audit(st, progress)
-    plan = _shard_plan(st, s)
+    audit = ctx.path(AUDIT_DIR)
+    prep = load_prep(audit) if (audit / "prepared.pkl").exists() else _prepare_audit(ctx)
+    plan = ctx.shard_plan()
     todo = [p for p in plan if not shard_path(audit, p.index).exists()]
     if todo and len(todo) < len(plan):
-        st.say(f"auditing {len(todo)} shard(s) no audit_shard task staged")
+        ctx.say(f"auditing {len(todo)} shard(s) no audit_shard task staged")
     for p in todo:
-        _audit_part(st, prep, p, len(plan), progress)
+        _audit_part(ctx, prep, p, len(plan))
     shards = [load_shard(audit, p.index) for p in plan]
     try:
-        ev = merge_audit(prep, shards, progress=st.say if progress else None)
+        ev = merge_audit(prep, shards, progress=ctx.detail)
     finally:
         for f in shards:
             f.close()
     dep = None
-    if st.path(DEPENDENCY_FILE).exists():  # staged by generate; the report shows its heatmap
-        dep = DependencyResult.from_state(json.loads(st.path(DEPENDENCY_FILE).read_text()))
+    if ctx.path(DEPENDENCY_FILE).exists():  # staged by generate; the report shows its heatmap
+        dep = DependencyResult.from_state(json.loads(ctx.path(DEPENDENCY_FILE).read_text()))
         ev.artifacts["dependency"] = dep
-    ev.guarantee = s.get("differential_privacy")  # the report's first screen states it
-    write_outputs(ev, st.path("report"), progress=st.say if progress else None)
-    st.say(f"audit done in {st.timed('evaluate', t0):.1f}s")
-    passed = bool(ev.passed)
-    report_files = {dst: st.path("report") / src for dst, src in REPORT_FILES.items()}
-    with st.run("evaluate") as client:
-        with trk.mlflow_errors("logging the audit"):
-            mlflow.log_artifact(str(report_files["report/report.html"]), artifact_path="report")
-            mlflow.log_artifact(str(report_files["report/metrics.json"]))
-            mlflow.log_artifact(str(report_files["report/gate.json"]))
-            doc = ev.metrics_dict()
-            final = trk.flat_metrics({"fidelity": doc.get("fidelity", {}), "privacy": doc.get("privacy", {})})
-            final.update({f"gate.{c.name}": float(c.value) for c in ev.gate.checks
-                          if isinstance(c.value, (int, float)) and np.isfinite(c.value)})
-            final["gate.passed"] = float(passed)
-            if dep is not None:
-                final.update(dep.metrics())
-                mlflow.log_artifact(str(st.path(DEPENDENCY_FILE)))
-            mlflow.log_metrics(final)
-            mlflow.set_tags({"gate": "passed" if passed else "failed", "gate_reason": ev.gate.reason[:5000]})
-            trk.set_candidate(client, s["model_name"], s["model_version"])  # evaluated: pass or fail
-            s["report_uri"] = mlflow.get_artifact_uri("report/report.html")
-        s["gate"] = {"passed": passed, "reason": ev.gate.reason, "failed": [c.name for c in ev.gate.failed],
-                     "explanations": [c.explanation for c in ev.gate.failed]}
-        s["manifest"] = rel.build_manifest(st.release_id, s, cfg.schema.fingerprint(), ev.gate_dict())
-        st.say(f"gate {'PASSED' if passed else 'FAILED'}: {ev.gate.reason}")
-        if not passed:
-            t0 = time.perf_counter()
-            pub = rel.quarantine_release(st.root, cfg.name, st.release_id, s["manifest"], report_files)
-            st.timed("quarantine", t0)
-            with trk.mlflow_errors("recording the failed gate in the registry"):
-                trk.promote(client, s["model_name"], s["model_version"], False)
-                mlflow.set_tags({"release_status": pub.status, "release_path": str(pub.path)})
-            result = st.result(pub.status, False, pub.path)
-    if not passed:
-        st.cleanup()
-        details = "; ".join(f"{n}: {e}" for n, e in zip(s["gate"]["failed"], s["gate"]["explanations"], strict=True))
-        raise GateFailedError(
-            f"release gate failed for {cfg.name} {st.release_id}; failed checks: {details or ev.gate.reason}. "
-            f"Quarantine record (manifest + report, "
-            f"no data): {pub.path}. Report in MLflow: {s['report_uri']} (run {s['run_id']}); model "
-            f"{s['model_uri']} tagged gate=failed, alias '{trk.CHAMPION}' not moved.",
-            result,
-        )
-    st.save()
-    return {"stage": "evaluate", "status": "passed", "passed": True, "report_uri": s["report_uri"],
-            "gate_reason": ev.gate.reason, "dataset": cfg.name, "release_id": st.release_id}
+    ev.guarantee = ctx.state.get("differential_privacy")  # the report's first screen states it
+    return ev, dep
 
 
+def _log_audit(ctx: ReleaseContext, client: Any, ev: Any, dep: Any) -> None:
+    """Report, metrics, gate verdict and the dependency diagnostic on the run; alias ``candidate``
+    on the version; the report's URI into the state."""
+    import numpy as np
+
+    import mlflow
+
+    s, report_files, passed = ctx.state, ctx.report_files, bool(ev.passed)
+    with trk.mlflow_errors("logging the audit"):
+        mlflow.log_artifact(str(report_files["report/report.html"]), artifact_path="report")
+        mlflow.log_artifact(str(report_files["report/metrics.json"]))
+        mlflow.log_artifact(str(report_files["report/gate.json"]))
+        doc = ev.metrics_dict()
+        final = trk.flat_metrics({"fidelity": doc.get("fidelity", {}), "privacy": doc.get("privacy", {})})
+        final.update({f"gate.{c.name}": float(c.value) for c in ev.gate.checks
+                      if isinstance(c.value, (int, float)) and np.isfinite(c.value)})
+        final["gate.passed"] = float(passed)
+        if dep is not None:
+            final.update(dep.metrics())
+            mlflow.log_artifact(str(ctx.path(DEPENDENCY_FILE)))
+        mlflow.log_metrics(final)
+        mlflow.set_tags({"gate": "passed" if passed else "failed", "gate_reason": ev.gate.reason[:5000]})
+        trk.set_candidate(client, s["model_name"], s["model_version"])  # evaluated: pass or fail
+        s["report_uri"] = mlflow.get_artifact_uri("report/report.html")
+
+
+def _quarantine(ctx: ReleaseContext, client: Any) -> ReleaseResult:
+    """A failed gate: the quarantine record (manifest + report, no data), ``gate=failed`` on the version."""
+    import mlflow
+
+    s, t0 = ctx.state, time.perf_counter()
+    pub = rel.quarantine_release(ctx.root, ctx.name, ctx.release_id, s["manifest"], ctx.report_files)
+    ctx.timed("quarantine", t0)
+    with trk.mlflow_errors("recording the failed gate in the registry"):
+        trk.promote(client, s["model_name"], s["model_version"], False)
+        mlflow.set_tags({"release_status": pub.status, "release_path": str(pub.path)})
+    return ctx.result(pub.status, False, pub.path)
+
+
+def _gate_failed(ctx: ReleaseContext, result: ReleaseResult) -> GateFailedError:
+    s = ctx.state
+    details = "; ".join(f"{n}: {e}" for n, e in zip(s["gate"]["failed"], s["gate"]["explanations"], strict=True))
+    return GateFailedError(
+        f"release gate failed for {ctx.name} {ctx.release_id}; failed checks: {details or s['gate']['reason']}. "
+        f"Quarantine record (manifest + report, "
+        f"no data): {result.quarantine_path}. Report in MLflow: {s['report_uri']} (run {s['run_id']}); model "
+        f"{s['model_uri']} tagged gate=failed, alias '{trk.CHAMPION}' not moved.",
+        result,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# publish
+# ------------------------------------------------------------------------------------------------
 def publish(config: Any, logical_date: Any, *, release_root: str | Path | None = None,
             tracking_uri: str | None = None, overwrite: bool | None = None, attempt: str | None = None,
             progress: ProgressSink = False, **_: Any) -> ReleaseResult:
@@ -734,31 +601,29 @@ def publish(config: Any, logical_date: Any, *, release_root: str | Path | None =
     the staging folder. Refuses to run for an attempt whose gate did not pass."""
     import mlflow
 
-    st = Stage(config, logical_date, release_root, tracking_uri, progress, attempt)
-    s = st.load("publish")
-    if st.unchanged:
-        st.say(f"release {st.release_id} already published with the same inputs: nothing to do")
-        result = st.result("unchanged", True, rel.release_path(st.root, st.cfg.name, st.release_id))
-        st.cleanup()
+    ctx = ReleaseContext(config, logical_date, release_root, tracking_uri, progress, attempt)
+    s = ctx.load("publish")
+    if ctx.unchanged:
+        ctx.say(f"release {ctx.release_id} already published with the same inputs: nothing to do")
+        result = ctx.result("unchanged", True, rel.release_path(ctx.root, ctx.name, ctx.release_id))
+        ctx.cleanup()
         return result
     if not (s.get("gate") or {}).get("passed"):
-        raise ReleaseError(f"publish: the gate of {st.cfg.name} {st.release_id} has not passed (evaluate did not "
+        raise ReleaseError(f"publish: the gate of {ctx.name} {ctx.release_id} has not passed (evaluate did not "
                            f"run or failed); nothing was published")
-    cfg = st.cfg
     t0 = time.perf_counter()
-    st.say(f"publishing release {st.release_id} of {cfg.name} under {st.root}")
-    report_files = {dst: st.path("report") / src for dst, src in REPORT_FILES.items()}
-    ow = s.get("overwrite", False) if overwrite is None else overwrite
-    with st.run("publish") as client:
-        pub = rel.publish_release(st.root, cfg.name, st.release_id, None, s["manifest"], overwrite=ow,
-                                  extra_files=report_files, parts=st.path(SHARDS_DIR))
-        st.timed("publish", t0)
+    ctx.say(f"publishing release {ctx.release_id} of {ctx.name} under {ctx.root}")
+    with ctx.run("publish") as client:
+        pub = rel.publish_release(ctx.root, ctx.name, ctx.release_id, None, s["manifest"],
+                                  overwrite=s.get("overwrite", False) if overwrite is None else overwrite,
+                                  extra_files=ctx.report_files, parts=ctx.path(SHARDS_DIR))
+        ctx.timed("publish", t0)
         with trk.mlflow_errors("recording the gate verdict in the registry"):
             trk.promote(client, s["model_name"], s["model_version"], True)
             mlflow.set_tags({"release_status": pub.status, "release_path": str(pub.path)})
             s["timings"]["total"] = sum(v for k, v in s["timings"].items() if k != "total")
             mlflow.log_metrics({f"time.{k}": v for k, v in s["timings"].items()})
-    st.say(f"{pub.status}: {pub.path} in {time.perf_counter() - t0:.1f}s")
-    result = st.result(pub.status, True, pub.path)
-    st.cleanup()
+    ctx.say(f"{pub.status}: {pub.path} in {time.perf_counter() - t0:.1f}s")
+    result = ctx.result(pub.status, True, pub.path)
+    ctx.cleanup()
     return result
