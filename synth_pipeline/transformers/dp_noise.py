@@ -18,8 +18,8 @@ Queries per column kind (``plan_queries``):
   between the previous stage's noisy bounds (log-spaced over a one-signed range of a decade or
   more, linear otherwise). Coarse bounds (``_extent``) span the run of bins around the noisy mode
   whose counts clear 1.5 noise stds, plus any bin clearing a threshold that pure noise reaches in
-  1% of histograms; each refinement (``_tails``) drops outer bins while the noisy mass dropped on
-  that side stays under one noise std. So an extreme value held by a few units never moves a
+  1% of histograms; each refinement (``_tails``) keeps the first to last bin clearing a threshold that
+  pure noise reaches in 5% of histograms, and bins under one noise std count as empty for the knots. So an extreme value held by a few units never moves a
   bound (the bounds are bin edges, never a real value). The quantile knots are read off the last
   histogram's noisy CDF (monotone by construction; ``lo < hi`` always). When even the coarse mode
   is within what noise reaches, the column is reported as lost in the noise (a warning; for the
@@ -82,10 +82,11 @@ WEIGHT_STARTS = 4.0
 THRESHOLDED_LAYOUT = 1  # the phase
 MAX_LEVELS_PER_UNIT = 32  # a unit contributes to at most this many distinct levels
 MAX_FINE_BINS = 64
-MIN_FINE_BINS = 4
+MIN_FINE_BINS = 8
 LEVEL_RANGE = 4.0  # per-sequence levels live in N(0,1) space, clipped to +-ndtri(1e-4) ~ 3.72
 NEAR_COARSE = 1.5  # a coarse bin next to the bounds' run joins it above this many noise stds
-NEAR_FINE = 1.0  # refinements drop an outer tail whose noisy mass is below this many noise stds
+FINE_FALSE_BINS = 0.05  # refinements keep outer bins that pure noise would reach in 5% of histograms only
+EMPTY_BELOW = 1.0  # the knots' histogram counts a bin under this many noise stds as empty
 COARSE_DECADES = 3  # coarse bins span this many decades when units are few for the noise (else one)
 MIN_MASS = 1e-3  # no threshold is below this many units (the noiseless limit: an empty bin is empty)
 
@@ -211,17 +212,17 @@ def _extent(h: np.ndarray, sigma: float, thr_far: float, thr_near: float, gap: b
 
 
 def _tails(h: np.ndarray, sigma: float, thr: float) -> tuple[int, int]:
-    """The bins a refined bound spans: outer bins are dropped from each side while the noisy mass
-    dropped on that side stays below ``thr`` noise stds (a tail too light to tell from nothing); a dip
-    inside the range never cuts off the mass beyond it. Post-processing of the noisy counts only."""
-    j = int(np.argmax(h))
-    a, b = 0, len(h) - 1
-    t = max(thr * sigma, MIN_MASS)
-    while a < j and h[: a + 1].sum() < t:
-        a += 1
-    while b > j and h[b:].sum() < t:
-        b -= 1
-    return a, b
+    """The bins a refined bound spans: from the first to the last bin whose noisy count clears what
+    pure noise reaches in ``thr`` (a family-wise rate) of histograms, so a tail of empty bins is cut
+    even when their noise sums past a noise std (it did: a running sum of noise is a random walk, and
+    pollution's TEMP, -18..42, came back spanning 1.6e3..2.7e6 at epsilon 3); a dip inside the range
+    never cuts off the mass beyond it. Post-processing of the noisy counts only."""
+    t = max(sigma * float(ndtri(1.0 - thr / max(len(h), 1))), MIN_MASS)
+    keep = np.flatnonzero(h > t)
+    if keep.size == 0:
+        j = int(np.argmax(h))
+        return j, j
+    return int(keep[0]), int(keep[-1])
 
 
 def refine_edges(lo: float, hi: float, n_bins: int) -> np.ndarray:
@@ -258,13 +259,17 @@ def numeric_histogram(acc: StatsAccountant, x: np.ndarray, units: np.ndarray, n_
         nb = acc.fine_bins(n_units)
         edges = refine_edges(lo, hi, nb)
         h = noisy_histogram(acc, _bin_of(np.clip(xv, lo, hi), edges), uv, nb)
-        i, j = _tails(h, acc.sigma, NEAR_FINE)
+        i, j = _tails(h, acc.sigma, FINE_FALSE_BINS)
         lo, hi = float(edges[i]), float(edges[j + 1])
         if stage == QUERIES_NUMERIC - 2:
             edges, h = edges[i: j + 2], h[i: j + 1]
     # "signal": the coarse mode clears what pure noise reaches in 5% of histograms: the bounds are
     # not placed by noise alone
-    return {"lo": lo, "hi": hi, "has_missing": has_missing, "edges": edges, "counts": np.maximum(h, 0.0),
+    # bins inside the range but under a noise std count as empty: their positive noise would otherwise
+    # spread the knots' probability over ranges no unit holds
+    counts = np.where(h > EMPTY_BELOW * acc.sigma, h, 0.0)
+    counts = counts if counts.sum() > 0 else np.maximum(h, 0.0)
+    return {"lo": lo, "hi": hi, "has_missing": has_missing, "edges": edges, "counts": counts,
             "signal": bool(np.max(h0[:-1]) > acc.sigma * float(ndtri(1.0 - 0.05 / len(e0))))}
 
 
