@@ -245,6 +245,16 @@ class TableEncoder:
             self.layout = TimeLayout.fit(times[idx[:, 0]], lengths, freq, tdtype, prot, holidays=holidays,
                                          int_dtype=int_dtype if int_format else None, int_format=int_format,
                                          clock=clock)
+        self._fit_codecs(df, units, idx.shape[0])
+        if self.levels:
+            self._fit_levels(df, idx)
+        return self
+
+    def _fit_codecs(self, df: pd.DataFrame, units: np.ndarray, n_sequences: int,
+                    dp: StatsAccountant | None = None) -> None:
+        """One transformer per modelled column (``dp``: fitted on noisy statistics); static columns
+        must be constant within each entity, and their bins are sized by ``n_sequences``."""
+        s, prot = self.schema, self.protection
         self.codecs = []
         for spec in s.modelled:
             col = df[spec.name]
@@ -257,15 +267,12 @@ class TableEncoder:
                     )
             t = transformer_for(spec.name, spec.kind, str(col.dtype), spec.static)
             if t.is_numeric:
-                t.fit(col, units, prot, self.n_quantiles, self.clip_quantiles)
+                t.fit(col, units, prot, self.n_quantiles, self.clip_quantiles, dp=dp)
                 if spec.static:
-                    t.set_bins(idx.shape[0], self.static_bins, self.min_bin_sequences)
+                    t.set_bins(n_sequences, self.static_bins, self.min_bin_sequences)
             else:
-                t.fit(col, units, prot, self.max_categories)
+                t.fit(col, units, prot, self.max_categories, dp=dp)
             self.codecs.append(t)
-        if self.levels:
-            self._fit_levels(df, idx)
-        return self
 
     def _check_layout(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         s = self.schema
@@ -286,7 +293,7 @@ class TableEncoder:
         planned from the schema, every stored statistic comes from them, and the count made is
         checked against the plan. The schema checks (static columns that vary, short sequences, too
         many categories) still raise on the real data: they stop the run, they store nothing."""
-        s, prot = self.schema, self.protection
+        s = self.schema
         planned, thresholded = plan_queries(s, self.levels)
         acc = StatsAccountant(self.dp, planned, thresholded)
         idx, lengths = self._check_layout(df)
@@ -304,25 +311,7 @@ class TableEncoder:
                                         int_dtype=int_dtype if int_format else None, int_format=int_format,
                                         clock=clock, fixed_length=s.sequence_length,
                                         min_length=s.min_sequence_length)
-        self.codecs = []
-        n_units = int(np.unique(units).size)
-        for spec in s.modelled:
-            col = df[spec.name]
-            if spec.static and s.entity_key is not None:
-                per = df.groupby(s.entity_key, sort=False, observed=True)[spec.name].nunique(dropna=False)
-                if int(per.max()) > 1:
-                    raise SchemaError(
-                        f"column '{spec.name}' is marked static but varies within {int((per > 1).sum())} "
-                        f"entities; fix the data or set 'static: false'"
-                    )
-            t = transformer_for(spec.name, spec.kind, str(col.dtype), spec.static)
-            if t.is_numeric:
-                t.fit(col, units, prot, self.n_quantiles, self.clip_quantiles, dp=acc)
-                if spec.static:
-                    t.set_bins(n_units, self.static_bins, self.min_bin_sequences)
-            else:
-                t.fit(col, units, prot, self.max_categories, dp=acc)
-            self.codecs.append(t)
+        self._fit_codecs(df, units, int(np.unique(units).size), acc)  # DP: N (public) sizes the bins
         if self.levels:
             self._fit_levels_dp(df, idx, seq_units, acc)
         self.dp_info = acc.finish()
