@@ -66,6 +66,7 @@ RUN = {
     "release": "synth-pipeline release synth_pipeline/configs/nasdaq100.yaml --date 2024-05-17   # add --overwrite to redo a date",
     "champion": 'm = mlflow.pyfunc.load_model("models:/nasdaq100-synthesizer@champion")',
     "ungated": "from synth_pipeline.errors import UngatedModelError",
+    "privacy": "privacy: {epsilon: 3}   # delta 1e-5, max_grad_norm 1.0, noise calibrated, RDP accountant by default",
 }
 
 
@@ -312,3 +313,16 @@ def test_mlflow_blocks_run(quarantined, monkeypatch, mlflow_globals, capsys, one
     assert "gate=failed" in capsys.readouterr().out  # refused (the except branch ran)
     assert ns["m"].predict(pd.DataFrame({"n_sequences": [3], "seed": [1]}))["Symbol"].nunique() == 3
     assert issubclass(ns["UngatedModelError"], UngatedModelError)
+
+
+def test_privacy_block_is_a_valid_model_config():
+    """The differential-privacy snippet is a dataset config's ``model`` section: it parses into a
+    ModelConfig whose privacy has the defaults the comment names (a DP fit runs in tests/test_dp.py)."""
+    from synth_pipeline.config import ModelConfig
+    from synth_pipeline.dp import PrivacyConfig
+
+    _, text = block("privacy")
+    model = yaml.safe_load(text)["model"]
+    cfg = ModelConfig.from_preset(model["preset"], model["overrides"])
+    p = PrivacyConfig.from_dict(cfg.privacy)
+    assert (p.epsilon, p.delta, p.max_grad_norm, p.noise_multiplier, p.accountant) == (3, 1e-5, 1.0, None, "rdp")
