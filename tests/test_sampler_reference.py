@@ -9,8 +9,11 @@ preserved behaviour. Do not regenerate it unless a change is meant to alter samp
 
 The models are untrained (seeded initialisation, weights perturbed by a seeded draw so no output
 layer is trivially zero): the sampler's arithmetic and its use of the generator are what is pinned.
-Categorical draws must match exactly, and so must everything of the shared-chain samplers; PSLD's
-latents and numerics to float tolerance: its chain now runs the scheduler's update, whose DDPM
+Categorical draws must match exactly; latents and numerics to float tolerance (rtol 1e-5, atol 1e-5
+times the array's largest magnitude: a changed update or generator use moves them by O(1) of it). Exact float equality held on the machine that
+wrote the reference but not on another CPU of the same family (2026-12-06: float32 results of the
+shared-chain samplers off by up to ~1e-7 relative, e.g. 1.1964815 vs 1.1964814: its matmul kernels
+round differently). PSLD's chain also runs the scheduler's update, whose DDPM
 branch is float32 where PSLD's own copy was float64, and whose DPM-Solver clean estimate is float64
 from the start (measured after the refactor: at most 1.4e-6 off where values are O(1), 3.7e-4
 in the epsilon case, whose untrained latents reach the hundreds).
@@ -101,10 +104,12 @@ def test_samples_match_the_reference(case: str, reference) -> None:
     for k, v in got.items():
         ref = reference[f"{case}/{k}"]
         assert v.shape == ref.shape, (case, k)
-        if v.dtype.kind in "iub" or "psld" not in case:
+        if v.dtype.kind in "iub":
             np.testing.assert_array_equal(v, ref, err_msg=f"{case}/{k}")
-        else:
-            np.testing.assert_allclose(v, ref, rtol=1e-5, atol=1e-5, err_msg=f"{case}/{k}")
+        else:  # float32 rounding differs between CPUs' matmul kernels (module docstring); the absolute
+            # tolerance follows the array's scale (untrained epsilon-prediction latents reach the hundreds)
+            atol = 1e-5 * max(1.0, float(np.abs(ref).max()))
+            np.testing.assert_allclose(v, ref, rtol=1e-5, atol=atol, err_msg=f"{case}/{k}")
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
