@@ -86,8 +86,9 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {ds} | holdout floor | | | {cell(fl['discriminative'])} | {cell(fl['temporal_discriminative'])} "
                      f"| {cell(fl['marginals'])} | {cell(fl['dcr_share'])} | |")
         for label, r in entry["arms"].items():
-            if "error" in r:
-                lines.append(f"| {ds} | {label} | error: {r['error'][:80]} | | | | | | |")
+            if "error" in r:  # the exception's message (a refused budget names what the noise swamped)
+                msg = r["error"].rsplit("Error: ", 1)[-1]
+                lines.append(f"| {ds} | {label} | refused: {msg[:120]} | | | | | | |")
                 continue
             dp = r.get("dp") or {}
             ci = r["dcr_ci"]
