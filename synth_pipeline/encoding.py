@@ -214,30 +214,15 @@ class TableEncoder:
         if self.dp is not None:
             return self._fit_dp(df)
         s, prot = self.schema, self.protection
-        if s.entity_key is not None:
-            self.key = IdentifierTransformer(s.entity_key, "identifier", "").fit(df[s.entity_key])
-        self.identifiers = [IdentifierTransformer(c.name, "identifier", "").fit(df[c.name]) for c in s.identifiers]
-        idx, lengths, _ = sequence_index(df, s)
-        short = int((lengths < s.min_sequence_length).sum())
-        if short:
-            raise SchemaError(
-                f"{short} sequence(s) have fewer than min_sequence_length={s.min_sequence_length} rows "
-                f"(shortest {int(lengths.min())}); drop those entities or lower min_sequence_length"
-            )
+        idx, lengths = self._check_layout(df)
         units = privacy_units(df, s)
         if prot is not None and np.unique(units).size < 2 * prot.k:
             log.warning("only %d privacy units (entities / windows) for protect_k=%d: most levels and bins will "
                         "be protected", np.unique(units).size, prot.k)
-        tdtype = str(df[s.time_index].dtype)
-        wall = to_ns(df[s.time_index])
-        freq = infer_freq(wall, idx[:, 0])
-        clock = TimeLayout.clock_for(freq, tdtype)
-        times = wall if clock == "wall" else to_ns(df[s.time_index], clock)
+        tdtype, freq, clock, times, int_dtype, int_format = self._time_facts(df, idx)
         last = times[idx[np.arange(len(idx)), np.minimum(lengths, idx.shape[1]) - 1]]
         holidays = (observed_holidays(times, times[idx[:, 0]], last, prot.k if prot else 1)
                     if freq == "B" else [])
-        int_dtype = next((c.dtype for c in s.columns if c.name == s.time_index), None)
-        int_format = integer_time_format(int_dtype, times)
         if prot is None:
             self.layout = TimeLayout(freq, 0, int(idx.shape[1]), tdtype, clock=clock, holidays=holidays,
                                      int_format=int_format, int_dtype=int_dtype if int_format else None)
@@ -288,6 +273,18 @@ class TableEncoder:
             )
         return idx, lengths
 
+    def _time_facts(self, df: pd.DataFrame, idx: np.ndarray) -> tuple[str, str, str, np.ndarray, Any, str | None]:
+        """The time column's dtype, spacing, clock, timestamps on that clock, declared dtype and integer
+        format. Not private under DP: the spacing and format are read from the data (TimeLayout.fit_dp)."""
+        s = self.schema
+        tdtype = str(df[s.time_index].dtype)
+        wall = to_ns(df[s.time_index])
+        freq = infer_freq(wall, idx[:, 0])
+        clock = TimeLayout.clock_for(freq, tdtype)
+        times = wall if clock == "wall" else to_ns(df[s.time_index], clock)
+        int_dtype = next((c.dtype for c in s.columns if c.name == s.time_index), None)
+        return tdtype, freq, clock, times, int_dtype, integer_time_format(int_dtype, times)
+
     def _fit_dp(self, df: pd.DataFrame) -> TableEncoder:
         """``fit`` under differential privacy (``transformers/dp_noise.py``): the number of queries is
         planned from the schema, every stored statistic comes from them, and the count made is
@@ -299,14 +296,7 @@ class TableEncoder:
         idx, lengths = self._check_layout(df)
         units = privacy_units(df, s)
         seq_units = units[idx[:, 0]]
-        tdtype = str(df[s.time_index].dtype)
-        wall = to_ns(df[s.time_index])
-        # not private: the spacing is inferred from the data (TimeLayout.fit_dp says which facts)
-        freq = infer_freq(wall, idx[:, 0])
-        clock = TimeLayout.clock_for(freq, tdtype)
-        times = wall if clock == "wall" else to_ns(df[s.time_index], clock)
-        int_dtype = next((c.dtype for c in s.columns if c.name == s.time_index), None)
-        int_format = integer_time_format(int_dtype, times)
+        tdtype, freq, clock, times, int_dtype, int_format = self._time_facts(df, idx)
         self.layout = TimeLayout.fit_dp(times[idx[:, 0]], lengths, seq_units, freq, tdtype, acc,
                                         int_dtype=int_dtype if int_format else None, int_format=int_format,
                                         clock=clock, fixed_length=s.sequence_length,
