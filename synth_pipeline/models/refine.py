@@ -16,7 +16,8 @@ so the refiner does not rely on latents more exact than the prior will produce.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -28,8 +29,30 @@ from synth_pipeline.models.scheduler import DDPMScheduler
 from synth_pipeline.models.vae import StaticEmbedding, position_features
 
 if TYPE_CHECKING:
+    from synth_pipeline.config import ModelConfig
     from synth_pipeline.encoding import EncodedData
-    from synth_pipeline.models.timeautodiff import TimeAutoDiff
+    from synth_pipeline.models.psld import PSLD
+    from synth_pipeline.models.vae import MixedVAE
+
+
+class RefinerHost(Protocol):
+    """What the refiner uses of the model that owns it (``TimeAutoDiff``), named here so this module
+    does not import the model: the frozen VAE and PSLD, the latent scale, the refiner and its EMA,
+    the scheduler, the budget and the shared training loop."""
+
+    config: ModelConfig
+    device: torch.device
+    vae: MixedVAE
+    psld: PSLD | None
+    latent_std: torch.Tensor
+    refiner: L2DRefiner
+    refiner_ema: L2DRefiner
+    refine_scheduler: DDPMScheduler
+    budget: dict[str, int]
+    _dp: dict[str, Any] | None
+    _loop: Callable[..., None]
+
+    def _batch_idx(self, tr_idx: np.ndarray, gen: np.random.Generator, T: int | None = None) -> np.ndarray: ...
 
 
 class L2DRefiner(nn.Module):
@@ -54,7 +77,7 @@ class L2DRefiner(nn.Module):
         return self.out(self.body(h)[0])
 
 
-def condition_latent(model: TimeAutoDiff, latent: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def condition_latent(model: RefinerHost, latent: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Conditioning augmentation: the real latent as noisy as a generated one reaches the decoder."""
     if model.psld is not None:
         return model.psld.vi_latent(latent, g)
@@ -62,7 +85,7 @@ def condition_latent(model: TimeAutoDiff, latent: torch.Tensor, g: torch.Generat
     return latent + noise * torch.randn(latent.shape, generator=g).to(latent.device)
 
 
-def fit_refiner(model: TimeAutoDiff, data: EncodedData, latents: torch.Tensor, tr_idx: np.ndarray,
+def fit_refiner(model: RefinerHost, data: EncodedData, latents: torch.Tensor, tr_idx: np.ndarray,
                 val_idx: np.ndarray, gen: np.random.Generator) -> None:
     """Train ``model.refiner`` (EMA copy in ``model.refiner_ema``) on the decoder-space latents."""
     cfg, dev, sch = model.config, model.device, model.refine_scheduler
@@ -101,7 +124,7 @@ def fit_refiner(model: TimeAutoDiff, data: EncodedData, latents: torch.Tensor, t
 
 
 @torch.inference_mode()
-def refine(model: TimeAutoDiff, z: torch.Tensor, dec_num: torch.Tensor, calendar: torch.Tensor,
+def refine(model: RefinerHost, z: torch.Tensor, dec_num: torch.Tensor, calendar: torch.Tensor,
            present: torch.Tensor, static: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Generate the numeric columns [B, T, Fn] given the generated latent ``z`` (x0-prediction chain)."""
     sch: DDPMScheduler = model.refine_scheduler
