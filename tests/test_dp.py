@@ -217,12 +217,12 @@ def test_dp_model_keeps_canaries_out(dp_model):
 
 def test_unmeetable_budget_fails_before_training(panel, monkeypatch):
     df, schema = panel
-    import synth_pipeline.models.timeautodiff as tad
+    import synth_pipeline.models.private as private
 
     def no_training(*a, **k):  # pragma: no cover - reaching it is the failure
         raise AssertionError("a DP-SGD step ran before the budget was checked")
 
-    monkeypatch.setattr(tad, "DPStep", no_training)
+    monkeypatch.setattr(private, "DPStep", no_training)
     cfg = ModelConfig.from_preset("fast", {"progress": False, "privacy": {"epsilon": 0.2}})
     small = df[df["Symbol"].isin(df["Symbol"].unique()[:20])]
     # 20 entities at epsilon 0.2: the encoder's start times are the first statistic lost in the noise

@@ -22,13 +22,24 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from synth_pipeline.dp import PrivacyConfig
+from synth_pipeline.dp import (
+    PrivacyConfig,
+    StatisticsBudget,
+    budget_share,
+    epsilon_of,
+    mechanism_entropy,
+    sgd_noise,
+    statistics_budget,
+)
+from synth_pipeline.errors import ConfigError
 
 
 def swap_grus(module: nn.Module, to_dp: bool) -> None:
@@ -126,3 +137,81 @@ def noisy_latent_moments(latents: torch.Tensor, present: torch.Tensor, units: np
     total = np.clip(per_unit, 0.0, bound**2).sum() / bound**2 + rng.normal(0.0, sigma)
     ms = float(np.clip(total * bound**2 / max(codes.size, 1), 0.05, bound**2))
     return torch.zeros(L), torch.full((L,), ms**0.5)
+
+
+class DPTraining:
+    """One DP fit's state and bookkeeping (``model.privacy``): the secret randomness, the entity
+    sampler, each component's sample rate, DP-SGD's noise multiplier and the ledger every mechanism
+    is written into; ``report()`` is the guarantee saved with the model."""
+
+    def __init__(self, cfg: PrivacyConfig, units: np.ndarray, stats: StatisticsBudget | None = None):
+        # the mechanisms' randomness (entity sampling, gradient and moment noise) is secret: drawn from
+        # OS entropy and stored nowhere; a seed in the saved config would let anyone subtract the noise
+        self.cfg, self.units = cfg, np.asarray(units)
+        self.entropy = mechanism_entropy()
+        self.stats = stats or statistics_budget(cfg, int(self._seed()))
+        self.sampler = EntitySampler(self.units, np.random.default_rng(self.entropy.spawn(1)[0]))
+        self.rates: dict[str, float] = {}
+        self.noise_multiplier = 0.0
+        self.ledger: list[tuple[float, float, int]] = []
+        self.empty = False  # the last draw was empty (its step is noise only)
+
+    def _seed(self) -> int:
+        return int(self.entropy.spawn(1)[0].generate_state(1, np.uint64)[0] >> 1)
+
+    def plan(self, budget: dict[str, int], sizes: dict[str, int],
+             log: Callable[[str], None] | None = None) -> dict[str, int]:
+        """Sample rates from each component's batch ``sizes`` and the noise multiplier for the whole
+        ``budget``, before any step (a budget that cannot be met raises ConfigError here); returns the
+        budget, shortened when a fixed noise multiplier affords fewer steps."""
+        self.rates = {k: self.sampler.rate(sizes[k]) for k in budget}
+        plan = [(self.rates[k], n) for k, n in budget.items() if n > 0]
+        latent = [(self.stats.noise_multiplier, 1.0, 1)]  # the latent normalisation's Gaussian mechanism
+        self.noise_multiplier = sgd_noise(self.cfg, self.stats, plan, extra=latent)
+        if self.cfg.noise_multiplier is not None:  # a fixed noise: training stops where the budget does
+            share = budget_share(self.cfg, self.stats, plan, latent, self.noise_multiplier)
+            if share < 1.0:
+                budget = {k: int(n * share) for k, n in budget.items()}
+                if log:
+                    log(f"DP: noise multiplier {self.cfg.noise_multiplier} affords {share:.0%} of the planned steps")
+        self.ledger = [(self.stats.noise_multiplier, 1.0, 1), *latent]
+        if log:
+            log(f"DP-SGD: {self.sampler.n_units} entities, noise multiplier {self.noise_multiplier:.3f}, "
+                f"target epsilon {self.cfg.epsilon} at delta {self.cfg.delta}")
+        return budget
+
+    def draw(self, size: int) -> np.ndarray:
+        """Positions of one Poisson batch for an expected ``size`` entities; an empty draw keeps its step
+        as one sequence whose loss the loop zeroes (``empty``)."""
+        pos = self.sampler.draw(self.sampler.rate(size))
+        self.empty = pos.size == 0
+        return self.sampler.draw(1.0)[:1] if self.empty else pos
+
+    def step_for(self, name: str, modules: list[nn.Module], params: list[nn.Parameter], lr: float) -> DPStep:
+        """The DP optimiser step of component ``name`` (the trainable ``modules`` get per-sample hooks)."""
+        owners = [m for m in modules if any(p.requires_grad for p in m.parameters())]
+        return DPStep(owners, params, lr, self.cfg, self.noise_multiplier,
+                      self.rates[name] * self.sampler.n_units, seed=self._seed())
+
+    def record(self, name: str, steps: int) -> None:
+        self.ledger.append((self.noise_multiplier, self.rates[name], int(steps)))
+
+    def latent_moments(self, latents: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return noisy_latent_moments(latents, present, self.units, self.stats.noise_multiplier,
+                                    np.random.default_rng(self.entropy.spawn(1)[0]))
+
+    def report(self, budget: dict[str, int]) -> dict[str, Any]:
+        """The spent (epsilon, delta) of the whole ledger, by the configured accountant, and how."""
+        p = self.cfg
+        spent = epsilon_of(self.ledger, p.delta - self.stats.delta, p.accountant)
+        if spent > p.epsilon * 1.001:  # cannot happen with a calibrated noise; a fixed one is checked here
+            raise ConfigError(f"DP training spent epsilon {spent:.3f} > model.privacy.epsilon={p.epsilon} with "
+                              f"noise_multiplier={self.noise_multiplier}; raise it or leave it null to calibrate")
+        return {
+            "epsilon": round(spent, 4), "delta": p.delta, "accountant": p.accountant,
+            "target_epsilon": p.epsilon, "noise_multiplier": round(self.noise_multiplier, 4),
+            "max_grad_norm": p.max_grad_norm, "statistics_noise_multiplier": round(self.stats.noise_multiplier, 4),
+            "statistics_delta": self.stats.delta, "entities": self.sampler.n_units,
+            "sample_rates": {k: round(v, 5) for k, v in self.rates.items()},
+            "steps": {k: int(v) for k, v in budget.items()},
+        }

@@ -17,7 +17,7 @@ so the refiner does not rely on latents more exact than the prior will produce.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from synth_pipeline.models.vae import StaticEmbedding, position_features
 if TYPE_CHECKING:
     from synth_pipeline.config import ModelConfig
     from synth_pipeline.encoding import EncodedData
+    from synth_pipeline.models.private import DPTraining
     from synth_pipeline.models.psld import PSLD
     from synth_pipeline.models.vae import MixedVAE
 
@@ -49,7 +50,7 @@ class RefinerHost(Protocol):
     refiner_ema: L2DRefiner
     refine_scheduler: DDPMScheduler
     budget: dict[str, int]
-    _dp: dict[str, Any] | None
+    _dp: DPTraining | None
     _loop: Callable[..., None]
 
     def _batch_idx(self, tr_idx: np.ndarray, gen: np.random.Generator, T: int | None = None) -> np.ndarray: ...

@@ -21,17 +21,12 @@ import torch
 from torch import nn
 
 from synth_pipeline.config import ModelConfig, check_device, default_threads
-from synth_pipeline.dp import PrivacyConfig, StatisticsBudget, budget_share, epsilon_of, sgd_noise
+from synth_pipeline.dp import PrivacyConfig, StatisticsBudget
 from synth_pipeline.encoding import EncodedData
 from synth_pipeline.errors import ConfigError, ModelFileError
 from synth_pipeline.models.batch import Batch, Conditions, masked_mean, to_batch
 from synth_pipeline.models.denoiser import LatentDenoiser
-from synth_pipeline.models.private import (
-    DPStep,
-    EntitySampler,
-    noisy_latent_moments,
-    swap_grus,
-)
+from synth_pipeline.models.private import DPTraining, swap_grus
 from synth_pipeline.models.psld import PSLD, information_free_loss
 from synth_pipeline.models.refine import L2DRefiner, fit_refiner
 from synth_pipeline.models.refine import refine as l2d_refine
@@ -203,7 +198,7 @@ class TimeAutoDiff:
         self.budget: dict[str, int] = {}  # steps per component of the last fit (budgets())
         self.privacy_config = PrivacyConfig.from_dict(config.privacy)
         self.dp_report: dict[str, Any] | None = None  # the guarantee of the last DP fit (model.privacy)
-        self._dp: dict[str, Any] | None = None  # DP-SGD state during fit (sampler, noise, ledger)
+        self._dp: DPTraining | None = None  # DP-SGD state during fit (models/private.py)
         self.stage_seconds: dict[str, float] = {}  # seconds per component of the last fit
 
     # ------------------------------------------------------------------------------------------
@@ -226,7 +221,7 @@ class TimeAutoDiff:
             n_val = 0  # held-out entities are private too: no validation, no early stopping
         val_idx, tr_idx = perm[:n_val], perm[n_val:]
         if self.privacy_config is not None:
-            self._start_dp(data, tr_idx, units, stats, gen, log)
+            self._start_dp(len(data), tr_idx, units, stats)
         self.budget = self.budgets(data, tr_idx)
         if self._dp is not None:
             self._plan_dp(data, log)
@@ -245,9 +240,7 @@ class TimeAutoDiff:
         latents = self._posterior_means(data)
         pres = torch.from_numpy(data.present).bool()
         if self._dp is not None:  # a Gaussian mechanism on per-entity moments, accounted
-            self.latent_mean, self.latent_std = noisy_latent_moments(
-                latents[tr_idx], pres[tr_idx], self._dp["units"], self._dp["stats"].noise_multiplier,
-                np.random.default_rng(self._dp["entropy"].spawn(1)[0]))
+            self.latent_mean, self.latent_std = self._dp.latent_moments(latents[tr_idx], pres[tr_idx])
         else:
             flat = latents[pres]
             self.latent_mean, self.latent_std = flat.mean(0), flat.std(0).clamp(min=1e-3)
@@ -283,7 +276,7 @@ class TimeAutoDiff:
         def epoch_steps(window: int) -> int:  # batches of `window`-step sequences that cover the tokens once
             size = min(max(8, min(cfg.batch_size, cfg.batch_tokens // window)), n)
             if self._dp is not None:  # DP: only the (public) entity count may set the budget
-                return math.ceil(1.0 / self._dp["sampler"].rate(size))
+                return math.ceil(1.0 / self._dp.sampler.rate(size))
             return math.ceil(tokens / (size * window))
 
         crop = cfg.vae_crop if cfg.vae_crop and cfg.vae_crop < T else T
@@ -313,10 +306,7 @@ class TimeAutoDiff:
                 every = min(every, max(5, math.ceil(steps / 20)))
         dp = None
         if self._dp is not None:  # DP-SGD (models/private.py): per-entity clipping + noise, no validation
-            q, sigma = self._dp["rates"][name], self._dp["noise_multiplier"]
-            owners = [m for m in modules if any(p.requires_grad for p in m.parameters())]
-            dp = DPStep(owners, params, lr, self.privacy_config, sigma, q * self._dp["sampler"].n_units,
-                        seed=int(self._dp["entropy"].spawn(1)[0].generate_state(1, np.uint64)[0] >> 1))
+            dp = self._dp.step_for(name, modules, params, lr)
             val_loss = None
         else:
             opt = FusedAdam(params, lr, steps)
@@ -333,7 +323,7 @@ class TimeAutoDiff:
         for step in range(steps):
             loss, parts = run_step(step)
             if dp is not None:
-                if self._dp.pop("empty", False):  # an empty Poisson draw: a noise-only step
+                if self._dp.empty:  # an empty Poisson draw: a noise-only step
                     loss = loss * 0.0
                 dp.step(loss, step / steps)
                 # losses on private batches are statistics epsilon does not cover: neither logged nor shown
@@ -373,7 +363,7 @@ class TimeAutoDiff:
         bar.close()
         if dp is not None:
             dp.close()
-            self._dp["ledger"].append((self._dp["noise_multiplier"], self._dp["rates"][name], step + 1))
+            self._dp.record(name, step + 1)
         if best_state is not None:
             for m, s in zip(modules, best_state, strict=True):
                 m.load_state_dict(s)
@@ -388,79 +378,39 @@ class TimeAutoDiff:
         """Random sequences (DP: a Poisson sample of entities, one sequence each; see models/private.py)."""
         size = self._batch_size(T)
         if self._dp is not None:
-            sampler: EntitySampler = self._dp["sampler"]
-            pos = sampler.draw(sampler.rate(size))
-            self._dp["batch"] = int(pos.size)
-            if pos.size == 0:  # keep the step (noise only): one sequence whose loss is zeroed
-                self._dp["empty"], pos = True, sampler.draw(1.0)[:1]
-            return tr_idx[pos]
+            return tr_idx[self._dp.draw(size)]
         return tr_idx[gen.integers(0, len(tr_idx), min(size, len(tr_idx)))]
 
     # ------------------------------------------------------------------------------------------
     # differential privacy (model.privacy; dp.py, models/private.py)
     # ------------------------------------------------------------------------------------------
-    def _start_dp(self, data: EncodedData, tr_idx: np.ndarray, units: np.ndarray | None,
-                  stats: StatisticsBudget | None, gen: np.random.Generator, log: Callable[[str], None] | None) -> None:
-        from synth_pipeline.dp import mechanism_entropy, statistics_budget
-
-        units = np.arange(len(data)) if units is None else np.asarray(units)
-        # the mechanisms' randomness (entity sampling, gradient and moment noise) is secret: drawn from
-        # OS entropy and stored nowhere; a seed in the saved config would let anyone subtract the noise
-        entropy = mechanism_entropy()
-        stats = stats or statistics_budget(self.privacy_config, int(entropy.spawn(1)[0].generate_state(1)[0]))
-        sampler = EntitySampler(units[tr_idx], np.random.default_rng(entropy.spawn(1)[0]))
-        self._dp = {"units": units[tr_idx], "stats": stats, "sampler": sampler, "ledger": [], "rates": {},
-                    "batch": 0, "entropy": entropy}
+    def _start_dp(self, n: int, tr_idx: np.ndarray, units: np.ndarray | None,
+                  stats: StatisticsBudget | None) -> None:
+        units = np.arange(n) if units is None else np.asarray(units)
+        self._dp = DPTraining(self.privacy_config, units[tr_idx], stats)
         for m in (self.vae, self.denoiser, self.ema, self.refiner, self.refiner_ema):
             if m is not None:
                 swap_grus(m, to_dp=True)  # Opacus' DPGRU while training (same weights and keys)
 
     def _plan_dp(self, data: EncodedData, log: Callable[[str], None] | None) -> None:
-        """Sample rates per component and DP-SGD's noise multiplier for the whole plan, before any
-        step: a budget that cannot be met fails here (ConfigError), not after training."""
-        p, dp = self.privacy_config, self._dp
+        """Batch sizes per component -> sample rates and the noise for the whole plan, before any step."""
         T = data.num.shape[1]
         crop = self.config.vae_crop if self.config.vae_crop and self.config.vae_crop < T else None
         sizes = {"vae": self._batch_size(crop), "diffusion": self._batch_size(T), "refine": self._batch_size(T),
                  "static": self._batch_size(None)}
-        dp["rates"] = {k: dp["sampler"].rate(sizes[k]) for k in self.budget}
         if not self.dims["static_cards"]:
             self.budget["static"] = 0  # nothing to train: spends nothing
-        plan = [(dp["rates"][k], n) for k, n in self.budget.items() if n > 0]
-        latent = [(dp["stats"].noise_multiplier, 1.0, 1)]  # the latent normalisation's Gaussian mechanism
-        dp["noise_multiplier"] = sgd_noise(p, dp["stats"], plan, extra=latent)
-        if p.noise_multiplier is not None:  # a fixed noise: training stops where the budget does
-            share = budget_share(p, dp["stats"], plan, latent, dp["noise_multiplier"])
-            if share < 1.0:
-                self.budget = {k: int(n * share) for k, n in self.budget.items()}
-                if log:
-                    log(f"DP: noise multiplier {p.noise_multiplier} affords {share:.0%} of the planned steps")
-        dp["ledger"] = [(dp["stats"].noise_multiplier, 1.0, 1), *latent]
-        if log:
-            log(f"DP-SGD: {dp['sampler'].n_units} entities, noise multiplier {dp['noise_multiplier']:.3f}, "
-                f"target epsilon {p.epsilon} at delta {p.delta}")
+        self.budget = self._dp.plan(self.budget, sizes, log)
 
     def _finish_dp(self, log: Callable[[str], None] | None) -> None:
-        p, dp = self.privacy_config, self._dp
         for m in (self.vae, self.denoiser, self.ema, self.refiner, self.refiner_ema):
             if m is not None:
                 swap_grus(m, to_dp=False)
-        spent = epsilon_of(dp["ledger"], p.delta - dp["stats"].delta, p.accountant)
-        if spent > p.epsilon * 1.001:  # cannot happen with a calibrated noise; a fixed one is checked here
-            from synth_pipeline.errors import ConfigError
-
-            raise ConfigError(f"DP training spent epsilon {spent:.3f} > model.privacy.epsilon={p.epsilon} with "
-                              f"noise_multiplier={dp['noise_multiplier']}; raise it or leave it null to calibrate")
-        self.dp_report = {
-            "epsilon": round(spent, 4), "delta": p.delta, "accountant": p.accountant,
-            "target_epsilon": p.epsilon, "noise_multiplier": round(dp["noise_multiplier"], 4),
-            "max_grad_norm": p.max_grad_norm, "statistics_noise_multiplier": round(dp["stats"].noise_multiplier, 4),
-            "statistics_delta": dp["stats"].delta, "entities": dp["sampler"].n_units,
-            "sample_rates": {k: round(v, 5) for k, v in dp["rates"].items()},
-            "steps": {k: int(v) for k, v in self.budget.items()},
-        }
+        self.dp_report = self._dp.report(self.budget)
         if log:
-            log(f"DP: epsilon {spent:.3f} (target {p.epsilon}) at delta {p.delta}, {p.accountant} accountant")
+            r = self.dp_report
+            log(f"DP: epsilon {r['epsilon']:.3f} (target {r['target_epsilon']}) at delta {r['delta']}, "
+                f"{r['accountant']} accountant")
         self._dp = None
 
     def _fit_vae(self, data: EncodedData, tr_idx, val_idx, gen) -> None:
