@@ -100,6 +100,20 @@ def machine() -> str:
             f"Python {platform.python_version()}, torch {torch.__version__}, no GPU")
 
 
+def code_state() -> dict[str, Any]:
+    """HEAD and the uncommitted edits under synth_pipeline/ (others edit the tree while runs go on)."""
+    import hashlib
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout
+
+    diff = git("diff", "HEAD", "--", "synth_pipeline")
+    return {"head": git("rev-parse", "--short", "HEAD").strip(),
+            "dirty_files": git("diff", "HEAD", "--name-only", "--", "synth_pipeline").split(),
+            "diff_sha1": hashlib.sha1(diff.encode()).hexdigest()[:12] if diff else None}
+
+
 # ------------------------------------------------------------------------------------------------
 # data
 
@@ -245,6 +259,7 @@ def run_one(dataset: str, arm: str, run: int, smoke: bool) -> dict[str, Any]:
     from synth_pipeline.synthesizer import Synthesizer
 
     torch.set_num_threads(1)
+    code = code_state()
     raw, time_col, cols = load_series(dataset)
     train, schema = panel(raw, time_col, cols, dataset)
     values = raw[cols].to_numpy(dtype=np.float64)
@@ -269,6 +284,7 @@ def run_one(dataset: str, arm: str, run: int, smoke: bool) -> dict[str, Any]:
     pred = predictive_score(real, fake, seed=run, iterations=max(2, int(PRED_ITERS * scale_it)))
     pred_s = time.perf_counter() - t0
     return {"dataset": dataset, "arm": arm, "preset": preset, "run": run, "smoke": smoke, "machine": machine(),
+            "code": code,
             "windows": len(real), "synthetic_windows": len(fake), "synthetic_other_length": other_len,
             "columns": cols, "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s, 1),
             "discriminative_seconds": round(disc_s, 1), "predictive_seconds": round(pred_s, 1),
