@@ -27,9 +27,10 @@ def audit_cells(r: dict[str, Any]) -> str:
             f"{cell(r['dcr_share'])} ({lo:.2f}–{hi:.2f})")
 
 
-def windowed(raw: Any, time_col: str, window: int, name: str) -> tuple[Any, Any]:
+def windowed(raw: Any, time_col: str, window: int, name: str, every: int = 1) -> tuple[Any, Any]:
     """A long series -> non-overlapping ``window``-step windows, each an entity keyed ``window``
-    (repeated timestamps keep the first; a partial last window is dropped). Returns (frame, schema)."""
+    (repeated timestamps keep the first; a partial last window is dropped; ``every``: keep every
+    every-th window only, a smaller panel spread over the whole series). Returns (frame, schema)."""
     import numpy as np
 
     from synth_pipeline.ingest import coerce
@@ -39,7 +40,9 @@ def windowed(raw: Any, time_col: str, window: int, name: str) -> tuple[Any, Any]
     s0.drop_duplicate_times = True  # metro_traffic repeats timestamps
     df = coerce(raw, s0).reset_index(drop=True)
     df = df.iloc[: len(df) // window * window].copy()
-    df.insert(0, "window", np.char.add("w", (np.arange(len(df)) // window).astype(str)))
+    k = np.arange(len(df)) // window
+    df.insert(0, "window", np.char.add("w", k.astype(str)))
+    df = df[k % every == 0].reset_index(drop=True)
     schema = infer_schema(df, time_index=time_col, entity_key="window", name=name)
     return coerce(df, schema), schema
 

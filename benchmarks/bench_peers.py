@@ -48,6 +48,12 @@ DATASETS: dict[str, dict[str, Any]] = {
     "pollution": dict(file="pollution_data.csv", entity_key=None, time_index="date"),
     "metro_traffic": dict(file="metro_traffic.csv", entity_key=None, time_index="date"),
     "etth1": dict(file="etth1.csv", entity_key=None, time_index="date"),
+    # categorical-heavy (issue 16 item 3): three time-varying categoricals (weather, its 38-level
+    # description, cloud cover in coded percent) beside two numerics; short sequences (12 hours), a few
+    # hundred entities (every 8th window of the series: ~500, spread over its six years)
+    "metro_weather": dict(file="metro_traffic.csv", entity_key=None, time_index="date", window=12, every=8,
+                          columns=["date", "weather_main", "weather_description", "clouds_all", "temp",
+                                   "traffic_volume"], as_category=["clouds_all"]),
 }
 # Pinned peer environments: torch 2.13.0 (the machine's CPU wheel) first, so nothing pulls a CUDA
 # build; torchvision/torchaudio are removed from the MOSTLY env (PyPI's builds fail to import next
@@ -76,9 +82,13 @@ def prepare(dataset: str) -> dict[str, Any]:
     spec = DATASETS[dataset]
     raw = read_source(SHARED / spec["file"])
     key, time_col = spec["entity_key"], spec["time_index"]
-    if key is None:  # a long series -> 24-step windows, each an entity
+    if spec.get("columns"):
+        raw = raw[spec["columns"]].copy()
+    for col in spec.get("as_category", []):  # coded levels (e.g. cloud cover 0/1/20/40/75/90 %), not a number
+        raw[col] = ("c" + raw[col].astype("Int64").astype("string")).astype("category")
+    if key is None:  # a long series -> windows (24 steps unless the spec says), each an entity
         key = "window"
-        df, schema = windowed(raw, time_col, WINDOW, dataset)
+        df, schema = windowed(raw, time_col, spec.get("window", WINDOW), dataset, spec.get("every", 1))
     else:
         schema = infer_schema(raw, time_index=time_col, entity_key=key, name=dataset)
         df = coerce(raw, schema)

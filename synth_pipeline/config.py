@@ -16,6 +16,7 @@ import yaml
 from synth_pipeline.errors import ConfigError
 from synth_pipeline.privacy import check_protection
 
+DECODERS = ("mlp", "gru")  # VAE decoder (models/vae.py): per-step MLP, or MLP + bidirectional GRU
 SOLVERS = ("ddpm", "dpm++2m", "dpm++2m-sde")  # reverse updates (models/scheduler.py)
 OBJECTIVES = ("vae", "psld")  # autoencoder objective: KL-annealed VAE, or PSLD (models/psld.py)
 REFINES = ("none", "l2d", "auto")  # data-space refinement (models/refine.py); auto: l2d when there are numerics
@@ -87,6 +88,7 @@ class ModelConfig:
     kl_start: float = 0.1  # KL weight annealed geometrically from kl_start to kl_end
     kl_end: float = 1e-5
     latent_noise: float = 0.1  # decoder trained to tolerate latent errors of this share of the latent spread
+    decoder: str = "mlp"  # mlp: per-step decoder | gru: MLP + bidirectional GRU (the paper's MLP + RNN)
     # latent diffusion
     denoiser: str = "gru"  # gru | transformer
     denoiser_layers: int = 1
@@ -101,6 +103,9 @@ class ModelConfig:
     solver: str = "dpm++2m-sde"
     eta: float = 1.0  # ddpm solver only: 1 = ancestral DDPM noise, 0 = deterministic DDIM
     ema_decay: float = 0.995
+    # weight of the step-to-step term of the prior's loss (models/timeautodiff.step_weighted_loss): same
+    # optimum, but a small budget learns smooth trajectories first; 0 = plain mean squared error
+    difference_loss: float = 0.0
     static_dropout: float = 0.3  # share of training sequences whose static condition is hidden
     p_unconditional: float = 0.5  # share of training sequences with no known cells (mask API)
     # seed methods (issue 7), off unless a preset turns one on (fast: refine=auto): see
@@ -154,6 +159,8 @@ class ModelConfig:
         check_device_name(self.device)
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset '{self.preset}'; valid presets: {', '.join(PRESETS)}")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"unknown model.decoder '{self.decoder}'; valid: {', '.join(DECODERS)}")
         if self.denoiser not in ("gru", "transformer"):
             raise ConfigError(f"unknown model.denoiser '{self.denoiser}'; valid: gru, transformer")
         if self.solver not in SOLVERS:

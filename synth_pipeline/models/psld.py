@@ -136,7 +136,7 @@ class PSLD(nn.Module):
         noise = torch.randn((2, *v.shape), generator=g).to(dev)
         z = torch.cat([self.diffuse(v, j, noise[0]), self.diffuse(v, k, noise[1])])
         two = Batch(**{f: torch.cat([getattr(b, f)] * 2) for f in b.__dataclass_fields__})
-        rec = per_sequence_loss(vae, vae.decode(z, two.calendar, two.static), two)
+        rec = per_sequence_loss(vae, vae.decode(z, two.calendar, two.static, two.present), two)
         rec_vi, rec_cs = rec[:B], rec[B:]
         w_vi = self.abar[(self.gamma * j).clamp(max=self.L)]
         w_cs = 1 - self.abar[torch.ceil(k.double() / self.eta).long().clamp(max=self.L)]

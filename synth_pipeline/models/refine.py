@@ -98,7 +98,7 @@ def fit_refiner(model: RefinerHost, data: EncodedData, latents: torch.Tensor, tr
         b = to_batch(data, idx, dev)
         c = condition_latent(model, latents[torch.as_tensor(idx, device=dev)], g) * b.present[..., None]
         with torch.no_grad():
-            dec = model.vae.decode(c, b.calendar, b.static)["num"]
+            dec = model.vae.decode(c, b.calendar, b.static, b.present)["num"]
         t = torch.randint(0, sch.num_train_timesteps, (len(idx),), generator=g).to(dev)
         xk = sch.add_noise(b.num, torch.randn(b.num.shape, generator=g).to(dev), t)
         pred = net(xk, t, c, dec, b.calendar, b.present, b.static)

@@ -117,6 +117,28 @@ def default_latent_dim(n_num: int, n_missing: int, cat_cards: list[int]) -> int:
     return min(64, max(1, base + sum(math.ceil(math.log2(k)) for k in cat_cards if k > 8)))
 
 
+def step_weighted_loss(err: torch.Tensor, present: torch.Tensor, difference: float = 0.0,
+                       per_sample: bool = False) -> torch.Tensor:
+    """The prior's loss on its error ``err`` [B, T, L]: mean squared error over real steps, plus
+    ``difference`` x the mean squared *step-to-step change* of the error. Why: any positive weighting
+    of the error has the same optimum (the exact denoiser), but a short training budget leaves most
+    error where the loss looks least; the difference term weighs an error's high frequencies up to 4x
+    and its slow drift hardly at all, so a small budget is spent on what makes sampled trajectories
+    jitter (levels flipping step to step, see ModelConfig.difference_loss)."""
+    w = present[..., None]
+    L = err.shape[-1]
+    if per_sample:  # DP-SGD: each sequence's own mean, summed
+        loss = masked_mean(err**2, w, per_sample=True)
+    else:
+        loss = (err**2 * w).sum() / (w.sum() * L).clamp(min=1)
+    if difference > 0 and err.shape[1] > 1:
+        pair = w[:, 1:] * w[:, :-1]
+        d2 = (err[:, 1:] - err[:, :-1]) ** 2
+        loss = loss + difference * (masked_mean(d2, pair, per_sample=True) if per_sample
+                                    else (d2 * pair).sum() / (pair.sum() * L).clamp(min=1))
+    return loss
+
+
 def use_threads(config: ModelConfig) -> int:
     """Set torch's intra-op threads from ``model.threads`` (None: ``config.default_threads()``)."""
     n = int(config.threads) if config.threads is not None else default_threads()
@@ -159,7 +181,7 @@ class TimeAutoDiff:
         )
         self.vae = MixedVAE(
             dims["n_num"], dims["num_missing"], dims["cat_cards"], dims["static_cards"], dims["n_calendar"],
-            self.latent_dim, config.hidden_dim, config.embed_dim, config.n_fourier,
+            self.latent_dim, config.hidden_dim, config.embed_dim, config.n_fourier, config.decoder,
         ).to(self.device)
         # the prior sees the entity's attributes but not its level tokens: a unique level combination
         # would let it key (memorise) a training trajectory; levels enter through the decoder only
@@ -438,7 +460,7 @@ class TimeAutoDiff:
         def val_loss() -> float:
             with torch.inference_mode():
                 mu = self._encode_mean(vb)
-                return float(self.vae.reconstruction_loss(self.vae.decode(mu, vb.calendar, vb.static), vb)[0])
+                return float(self.vae.reconstruction_loss(self.vae.decode(mu, vb.calendar, vb.static, vb.present), vb)[0])
 
         self._loop("vae", steps, list(self.vae.parameters()), cfg.vae_lr, train_step,
                    val_loss if vb is not None else None, [self.vae] + ([self.psld] if self.psld is not None else []))
@@ -497,10 +519,8 @@ class TimeAutoDiff:
             kn, kn_mask, kc = self._random_known(b, g)
             keep = (torch.rand(len(idx), generator=g) >= cfg.static_dropout).float().to(self.device)
             pred = model(zt, t, b.calendar, b.present, b.static[:, : self.n_static_cond], kn, kn_mask, kc, keep)
-            w = b.present[..., None]
-            if self._dp is not None:
-                return masked_mean((pred - sch.target(z0, noise, t)) ** 2, w, per_sample=True)
-            return ((pred - sch.target(z0, noise, t)) ** 2 * w).sum() / (w.sum() * z0.shape[-1]).clamp(min=1)
+            return step_weighted_loss(pred - sch.target(z0, noise, t), b.present, cfg.difference_loss,
+                                      per_sample=self._dp is not None)
 
         def train_step(step: int):
             return diffusion_loss(self._batch_idx(tr_idx, gen, z.shape[1]), tgen, self.denoiser), {}
@@ -597,7 +617,7 @@ class TimeAutoDiff:
         z = z * self.latent_std.to(dev) + self.latent_mean.to(dev)
         if not decode:
             return {"z": z, "calendar": cal, "present": pres, "static": static}
-        out = self.vae.decode(z, cal, static)
+        out = self.vae.decode(z, cal, static, pres)
         if self.refiner is not None:
             out["num"] = l2d_refine(self, z, out["num"], cal, pres, static, g)
         num = out["num"]
@@ -656,7 +676,8 @@ class TimeAutoDiff:
 
         check_device(device)  # an unavailable device is a ConfigError, not a corrupt model
         with load_errors(directory):  # corrupt/truncated/foreign files -> ModelFileError (never torch's advice)
-            cfg = ModelConfig.from_dict({**meta["config"], "device": device})
+            # models saved before model.decoder existed decode with the per-step MLP
+            cfg = ModelConfig.from_dict({"decoder": "mlp", **meta["config"], "device": device})
             model = cls(cfg, meta["dims"])
             state = torch.load(directory / "weights.pt", map_location=model.device, weights_only=True)
             model.vae.load_state_dict(state["vae"])

@@ -2,8 +2,9 @@
 
 Encoder: per-column embeddings (numeric values through a sin/cos feature map, categories through
 ``nn.Embedding``) concatenated per timestep -> MLP -> two GRUs giving μ and log σ². Decoder: a
-per-timestep MLP with one head per column type (MSE numeric, BCE missing-masks, CE categories),
-conditioned on calendar features, position and the entity's static attributes.
+per-timestep MLP, then (``decoder="gru"``, the paper's MLP + RNN) a bidirectional GRU added to it,
+so each step is decoded knowing its neighbours; one head per column type (MSE numeric, BCE
+missing-masks, CE categories), conditioned on calendar features and the entity's static attributes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ def position_features(T: int, device: torch.device, n: int = 4) -> torch.Tensor:
     freqs = 2 ** torch.arange(n, device=device, dtype=torch.float32)
     ang = math.pi * rel[:, None] * freqs[None, :]
     return torch.cat([rel[:, None], torch.sin(ang), torch.cos(ang)], -1)
+
+
+def latent_spread(mu: torch.Tensor, present: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
+    """Standard deviation of the latent over the real (not padded) steps: per channel over the batch,
+    or (DP-SGD, no sample may depend on another) per sequence. Padding would shrink it otherwise."""
+    w = present[..., None]
+    dims = (1,) if per_sample else (0, 1)
+    n = w.sum(dims, keepdim=True).clamp(min=1)
+    mean = (mu * w).sum(dims, keepdim=True) / n
+    var = ((mu - mean) ** 2 * w).sum(dims, keepdim=True) / (n - 1).clamp(min=1)
+    return var.sqrt().clamp(min=1e-3)
 
 
 class StaticEmbedding(nn.Module):
@@ -80,6 +92,7 @@ class MixedVAE(nn.Module):
         hidden: int,
         embed_dim: int,
         n_fourier: int,
+        decoder: str = "mlp",
     ):
         super().__init__()
         self.n_num, self.cat_cards = n_num, cat_cards
@@ -99,6 +112,9 @@ class MixedVAE(nn.Module):
             nn.Linear(dec_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU()
         )
         self.dec_static = nn.Linear(hidden, hidden)
+        # the per-step MLP alone decodes each step on its own, so small latent errors of the prior become
+        # step-to-step jumps in the data; the GRU (residual) lets a step see its neighbours
+        self.dec_rnn = nn.GRU(hidden, hidden // 2, batch_first=True, bidirectional=True) if decoder == "gru" else None
         self.head_num = nn.Linear(hidden, n_num) if n_num else None
         self.head_miss = nn.Linear(hidden, len(self.miss_idx)) if self.miss_idx else None
         self.head_cat = nn.Linear(hidden, sum(cat_cards)) if cat_cards else None
@@ -114,9 +130,16 @@ class MixedVAE(nn.Module):
         logvar = self.to_logvar(self.gru_logvar(h)[0]).clamp(-12, 6)
         return mu, logvar
 
-    def decode(self, z: torch.Tensor, calendar: torch.Tensor, static: torch.Tensor) -> dict[str, torch.Tensor]:
+    def decode(self, z: torch.Tensor, calendar: torch.Tensor, static: torch.Tensor,
+               present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-step outputs. ``present`` [B, T]: padded steps are zeroed before the decoder's GRU, so
+        what a padded step holds cannot reach the real steps (the backward direction reads them)."""
         h = self.dec_mlp[0](torch.cat([z, calendar], -1)) + self.dec_static(self._static_bias(static))
         h = self.dec_mlp[1:](h)
+        if self.dec_rnn is not None:
+            if present is not None:
+                h = h * present[..., None]
+            h = h + self.dec_rnn(h)[0]
         empty = h[..., :0]
         return {
             name: head(h) if head is not None else empty
@@ -132,13 +155,9 @@ class MixedVAE(nn.Module):
         if latent_noise > 0:
             # floor the posterior noise at a share of the latent spread: the decoder then tolerates
             # the small errors the diffusion prior makes, instead of turning them into jumps
-            if per_sample:
-                spread = mu.detach().std(1, keepdim=True).clamp(min=1e-3)
-            else:
-                spread = mu.detach().flatten(0, 1).std(0).clamp(min=1e-3)
-            std = torch.sqrt(std**2 + (latent_noise * spread) ** 2)
+            std = torch.sqrt(std**2 + (latent_noise * latent_spread(mu.detach(), b.present, per_sample)) ** 2)
         z = mu + torch.randn_like(mu) * std
-        out = self.decode(z, b.calendar, b.static)
+        out = self.decode(z, b.calendar, b.static, b.present)
         rec, parts = self.reconstruction_loss(out, b, per_sample)
         pres = b.present[..., None]
         kl_cells = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)
