@@ -297,8 +297,10 @@ def run_one(dataset: str, arm: str, run: int, smoke: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     pred = predictive_score(real, fake, seed=run, iterations=max(2, int(PRED_ITERS * scale_it)))
     pred_s = time.perf_counter() - t0
+    from synth_pipeline.config import PRESETS
+
     return {"dataset": dataset, "arm": arm, "preset": preset, "run": run, "smoke": smoke, "machine": machine(),
-            "code": code,
+            "code": code, "preset_values": PRESETS.get(preset),
             "windows": len(real), "synthetic_windows": len(fake), "synthetic_other_length": other_len,
             "columns": cols, "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s, 1),
             "discriminative_seconds": round(disc_s, 1), "predictive_seconds": round(pred_s, 1),
@@ -314,15 +316,16 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     import numpy as np
     from scipy import stats
 
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    # a cell = dataset, arm and the steps the stages trained (a preset that changed between runs is two cells)
+    cells: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
         if not r.get("smoke"):
-            cells.setdefault((r["dataset"], r["arm"]), []).append(r)
+            cells.setdefault((r["dataset"], r["arm"], json.dumps(r["steps"], sort_keys=True)), []).append(r)
     out = []
-    for (ds, arm), rs in cells.items():
+    for (ds, arm, steps), rs in cells.items():
         by_run = {r["run"]: r for r in rs}  # a rerun of the same seed replaces the earlier row
         rs = [by_run[k] for k in sorted(by_run)]
-        line: dict[str, Any] = {"dataset": ds, "arm": arm, "runs": len(rs)}
+        line: dict[str, Any] = {"dataset": ds, "arm": arm, "runs": len(rs), "steps": json.loads(steps)}
         for m in ("discriminative", "predictive", "fit_seconds", "sample_seconds"):
             v = np.array([r[m] for r in rs], dtype=float)
             line[m] = (v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan"),
@@ -348,8 +351,11 @@ def table(planned: int = 5) -> str:
     for ds in DATASETS:
         for line in sorted((c for c in cells if c["dataset"] == ds), key=lambda x: list(ARMS).index(x["arm"])):
             preset, over = ARMS[line["arm"]]
+            st = line["steps"]
+            trained = ", ".join(f"{k} {st[k]}" for k in ("vae", "diffusion", "refine") if k in st)
             arm = {"real": "*real windows vs themselves (floor; predictive = the papers' \"Original\")*"}.get(
-                line["arm"], line["arm"] + (f" (`{preset}` + `{json.dumps(over)}`)" if over else ""))
+                line["arm"], line["arm"] + (f" (`{preset}` + `{json.dumps(over)}`)" if over else "")
+                + f"; steps: {trained}")
             of = 1 if line["arm"] in ("budget30", "real") else planned
             per = ", ".join(f"{v:.3f}" for v in line["per_run"])
             fit = f"{line['fit_seconds'][0]:.0f}" if line["arm"] != "real" else ""
