@@ -224,9 +224,12 @@ class ReleaseContext:
             return self._tables[name]
         import pandas as pd
 
+        from synth_pipeline.evaluation.inputs import sequence_layout
         from synth_pipeline.ingest import coerce
 
-        df = coerce(pd.read_parquet(self.path(name)), self.cfg.schema, source=f"staged {name}")
+        df = pd.read_parquet(self.path(name))
+        # generated parts of a single long series carry their windows' key (sequence_id)
+        df = coerce(df, sequence_layout(self.cfg.schema, df), source=f"staged {name}")
         if cache and name in CACHED_TABLES:
             self._tables[name] = df
         return df
