@@ -1,4 +1,5 @@
-"""``make demo``: one synthetic release of the shipped nasdaq100 panel, end to end
+"""``make demo``: one synthetic release of a shipped dataset (pollution windows by default; nasdaq100 is
+the second example, where the gate refuses the fast model), end to end
 (ingest -> validate -> split -> train -> register -> generate -> evaluate -> gate -> publish),
 through ``pipeline.run_release`` with a local SQLite MLflow store. Everything is written under one
 work directory: ``releases/``, ``mlflow.db`` and ``mlartifacts/``. Needs nothing outside the package."""
@@ -31,8 +32,11 @@ def _limit_threads() -> None:
     torch.set_num_threads(1)
 
 
+DATASETS = ("pollution", "nasdaq100")
+
+
 def run_demo(workdir: str | Path = ".demo", preset: str = "fast", seed: int = 0,
-             logical_date: str | None = None) -> int:
+             logical_date: str | None = None, dataset: str = "pollution") -> int:
     from synth_pipeline import tracking
     from synth_pipeline.errors import GateFailedError
     from synth_pipeline.pipeline import run_release
@@ -40,11 +44,15 @@ def run_demo(workdir: str | Path = ".demo", preset: str = "fast", seed: int = 0,
     t0 = time.perf_counter()
     workdir = Path(workdir).resolve()
     date = logical_date or dt.date.today().isoformat()
-    print(f"[demo] nasdaq100 release {date} ({preset} preset) -> {workdir}; each phase prints a line when it starts "
+    from synth_pipeline.errors import ConfigError
+
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown demo dataset '{dataset}'; valid: {', '.join(DATASETS)}")
+    print(f"[demo] {dataset} release {date} ({preset} preset) -> {workdir}; each phase prints a line when it starts "
           f"and when it ends (training shows progress bars)", flush=True)
     _limit_threads()
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg = DatasetConfig.from_yaml(shipped_config("nasdaq100"))
+    cfg = DatasetConfig.from_yaml(shipped_config(dataset))
     cfg.model_preset, cfg.seed = preset, seed
     cfg.release_root = workdir / "releases"
     cfg.tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"

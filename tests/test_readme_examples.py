@@ -40,7 +40,7 @@ TINY_FLAGS = " ".join(f"--set model.{k}={str(v).lower()}" for k, v in TINY.items
 
 # A block is named by a line it contains (stripped); each name must match exactly one block.
 NOT_RUN = {
-    "make demo   # installs into .venv, then runs the shipped nasdaq100 example end to end":
+    "make demo   # installs into .venv, then publishes one release of the shipped pollution series end to end":
         "make targets: `make test`/`make test-all` run this suite, `make demo` installs and trains for minutes; "
         "the demo's release path runs below at a tiny budget (the release and MLflow blocks)",
     "sources (CSV | Parquet | SQL URI | DataFrame)": "a diagram of the stages, not code",
