@@ -39,11 +39,12 @@ def tiny(**kw) -> ModelConfig:
 # ------------------------------------------------------------------------------------------------
 # configuration: off by default, unknown values list the valid ones, impossible settings fail early
 # ------------------------------------------------------------------------------------------------
-def test_options_default_off_and_fast_preset_refines_when_it_can() -> None:
+def test_options_default_off() -> None:
+    # the fast preset refined with L2D (refine=auto) until issue 16 item 3: with its deeper prior the
+    # refiner no longer paid for its steps (benchmarks/README.md "Fidelity of the fast preset")
     for preset in PRESETS:
         cfg = ModelConfig.from_preset(preset)
-        assert (cfg.objective, cfg.long) == ("vae", "none")
-        assert cfg.refine == ("auto" if preset == "fast" else "none")
+        assert (cfg.objective, cfg.long, cfg.refine) == ("vae", "none", "none")
     assert ModelConfig().refine == "none"
 
 
