@@ -19,6 +19,8 @@ PASS_GATE = {"min_sequences": 10, "seeds": 1, "classifier": {"min_steps": 5, "ma
              "discriminative_max": None, "temporal_discriminative_max": None, "predictive_ratio_max": None,
              "correlation_max": None, "marginals_max": None, "autocorrelation_max": None}
 FAIL_GATE = {**PASS_GATE, "min_sequences": 10_000}  # impossible evidence requirement
+# Over-trained: twice the fast preset's step caps as a fixed budget, no early stopping (memorizing_config)
+MEMORIZE_OVERRIDES = {"budget": "fixed", "vae_steps": 3000, "diffusion_steps": 4800, "patience": 1000}
 
 
 def write_config(workspace: Path, uri: str, gate: dict, name: str = "release.yaml", dataset: str = "nasdaq100",
@@ -41,3 +43,52 @@ def write_config(workspace: Path, uri: str, gate: dict, name: str = "release.yam
     p = workspace / name
     p.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return p
+
+
+def pollution_config(workspace: Path, uri: str, name: str, *, gate: dict | None = None,
+                     overrides: dict | None = None, file: str = "pollution.yaml") -> Path:
+    """The shipped pollution config (the whole series in 24-hour windows: enough windows for the
+    default gate to decide) with absolute source/schema paths and this test's server, name and root;
+    ``gate=None`` keeps the shipped ``gate: {}`` (every default threshold on)."""
+    shipped = shipped_config("pollution")
+    cfg = yaml.safe_load(shipped.read_text())
+    cfg.update(name=name, sources={"events": str((shipped.parent / cfg["sources"]["events"]).resolve())},
+               schema=str((shipped.parent / cfg["schema"]).resolve()),
+               release={"root": "releases"}, mlflow={"tracking_uri": uri})
+    if gate is not None:
+        cfg["gate"] = gate
+    if overrides is not None:
+        cfg["model"] = {"preset": "fast", "overrides": overrides}
+    p = workspace / file
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return p
+
+
+def memorizing_config(workspace: Path, uri: str, name: str, *, file: str = "memorizing.yaml") -> Path:
+    """A model that stays too close to its training entities, with enough held-out evidence for the
+    default gate to say so (issue 15 item 4): the packaged nasdaq100 panel cut into 24-day windows
+    (7 per stock), split 50/50 by stock (~357 train / 364 held-out windows, 51-52 stocks a side),
+    MEMORIZE_OVERRIDES; the audit's bootstrap resamples stocks, not windows."""
+    p = write_config(workspace, uri, {}, name=file, dataset=name, split={"holdout_fraction": 0.5},
+                     generate={"n_sequences": 600})
+    cfg = yaml.safe_load(p.read_text())
+    cfg["model"] = {"preset": "fast", "overrides": {"progress": False, **MEMORIZE_OVERRIDES}}
+    schema = yaml.safe_load((workspace / "nasdaq100.schema.yaml").read_text())
+    schema["sequence_length"] = 24
+    (workspace / f"{name}.schema.yaml").write_text(yaml.safe_dump(schema, sort_keys=False))
+    cfg["schema"] = f"{name}.schema.yaml"
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return p
+
+
+def assert_refused_as_memorization(manifest: dict) -> None:
+    """The default gate's verdict on memorizing_config's model: enough evidence, and the DCR share and
+    the membership attack both decided against it (not 'insufficient evidence')."""
+    from synth_pipeline.evaluation.gate import INSUFFICIENT
+
+    checks = {c["name"]: c for c in manifest["gate"]["checks"]}
+    assert checks["evidence"]["passed"], checks["evidence"]
+    for name, says in (("dcr_share", "(memorization)"), ("membership", "membership can be inferred")):
+        c = checks[name]
+        assert not c["passed"] and c["threshold"] == 0.6 and says in c["explanation"], c
+        assert not c["explanation"].startswith(INSUFFICIENT), c

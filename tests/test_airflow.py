@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,15 @@ from typing import Any
 import pendulum
 import pytest
 import yaml
-from _release_setup import FAIL_GATE, PASS_GATE, TINY, write_config
+from _release_setup import (
+    FAIL_GATE,
+    PASS_GATE,
+    TINY,
+    assert_refused_as_memorization,
+    memorizing_config,
+    pollution_config,
+    write_config,
+)
 
 from synth_pipeline import release as rel
 
@@ -237,11 +246,23 @@ def _bag(folder: Path):
 
 
 def _dag(workspace: Path, server: str, gate: dict, name: str, **extra: Any):
-    """The shipped nightly factory file in a DAG folder of its own with one release config."""
+    """The shipped nightly factory file in a DAG folder of its own with one release config (the
+    packaged nasdaq100 panel)."""
+    return _factory_dag(workspace, name, lambda configs: write_config(
+        configs, server, gate, name=f"{name}.yaml", dataset=name, **extra))
+
+
+def _pollution_dag(workspace: Path, server: str, name: str, **kw: Any):
+    """The same with the shipped pollution config (``pollution_config``: default gate unless given)."""
+    return _factory_dag(workspace, name, lambda configs: pollution_config(
+        configs, server, name, file=f"{name}.yaml", **kw))
+
+
+def _factory_dag(workspace: Path, name: str, write: Callable[[Path], Path]):
     folder = workspace / name / "dags"
     (folder / "configs").mkdir(parents=True)
     shutil.copy(DAGS / "synthetic_releases.py", folder)
-    write_config(folder / "configs", server, gate, name=f"{name}.yaml", dataset=name, **extra)
+    write(folder / "configs")
     return _bag(folder).dags[f"synthetic_release_{name}"], folder / "configs" / "releases" / name
 
 
@@ -326,6 +347,43 @@ def test_impossible_gate_fails_evaluate_and_never_publishes(airflow_db, mlflow_s
     assert manifest["status"] == "quarantined" and manifest["gate"]["passed"] is False
     assert not (root / "2024-05-17").exists() and rel.read_latest_id(root) is None
     assert not (root.parent / ".staging" / "af_fail" / "2024-05-17").exists()
+
+
+@pytest.mark.slow  # a real fast-preset fit on 1,278 windows (~5 min on 2 cores); fast variants: the two dag.test()
+# releases above (the same tasks with a tiny model) and test_pipeline's keyless pollution release
+def test_dag_publishes_a_model_that_passes_the_default_gate(airflow_db, mlflow_server, af_workspace, one_thread):
+    """Issue 15 item 4 through Airflow: the shipped pollution config as it is (fast preset, ``gate: {}``)
+    runs task by task through the nightly factory's DAG and publishes; every default check had a
+    threshold and passed."""
+    dag, root = _pollution_dag(af_workspace, mlflow_server, "af_default_gate")
+    dr = dag.test(logical_date=DATE)
+    assert str(dr.state) == "success", _states(dr)
+    out = _xcom(dr, "publish")
+    assert out["status"] == "published" and out["passed"] is True
+    manifest = json.loads((root / "2024-05-17" / rel.MANIFEST).read_text())
+    checks = {c["name"]: c for c in manifest["gate"]["checks"]}
+    for name in ("evidence", "dcr_share", "membership", "exact_copies", "discriminative", "temporal_discriminative",
+                 "predictive", "correlation", "marginals"):
+        assert checks[name]["threshold"] is not None and checks[name]["passed"], checks[name]
+
+
+@pytest.mark.slow  # an over-trained fit on 357 windows (~3-5 min on 2 cores); fast variant:
+# test_impossible_gate_fails_evaluate_and_never_publishes (the same failure path)
+def test_dag_quarantines_a_memorizing_model_as_memorization(airflow_db, mlflow_server, af_workspace, one_thread,
+                                                          capfd):
+    """Issue 15 item 4 through Airflow: the memorizing model of test_pipeline fails evaluate with the
+    memorization verdict, publish never runs, and the quarantine record says why."""
+    dag, root = _factory_dag(af_workspace, "af_memorizing", lambda configs: memorizing_config(
+        configs, mlflow_server, "af_memorizing", file="af_memorizing.yaml"))
+    dr = dag.test(logical_date=DATE)
+    logged = capfd.readouterr().out
+    failure = next(ln for ln in logged.splitlines() if ln.startswith("airflow.sdk.exceptions.AirflowFailException"))
+    assert "release gate failed for af_memorizing 2024-05-17; failed checks: " in failure
+    assert "(memorization)" in failure and "membership can be inferred" in failure
+    states = _states(dr)
+    assert states["evaluate"] == "failed" and states["publish"] == "upstream_failed"
+    assert_refused_as_memorization(json.loads((root / rel.QUARANTINE / "2024-05-17" / rel.MANIFEST).read_text()))
+    assert not (root / "2024-05-17").exists() and rel.read_latest_id(root) is None
 
 
 @pytest.mark.slow  # two releases (~2 min); fast variants: test_dag_test_runs_a_full_release_and_logs_it_in_mlflow

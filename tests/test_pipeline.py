@@ -18,7 +18,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from _release_setup import DATA, FAIL_GATE, PASS_GATE
+from _release_setup import (
+    DATA,
+    FAIL_GATE,
+    PASS_GATE,
+    TINY,
+    assert_refused_as_memorization,
+    memorizing_config,
+    pollution_config,
+)
 from _release_setup import write_config as _config
 
 from synth_pipeline import release as rel
@@ -286,15 +294,7 @@ def test_single_long_series_release_publishes(mlflow_server, tmp_path, one_threa
     through every stage: the generated parts carry their windows' key (``sequence_id``), which the
     audit must read with the windows' layout (make demo failed here: "column(s) ['sequence_id'] are
     not in the schema")."""
-    from _release_setup import TINY
-
-    shipped = shipped_config("pollution")
-    cfg = yaml.safe_load(shipped.read_text())
-    cfg.update(name="pollution_keyless", sources={"events": str((shipped.parent / cfg["sources"]["events"]).resolve())},
-               schema=str((shipped.parent / cfg["schema"]).resolve()), model={"preset": "fast", "overrides": TINY},
-               gate=PASS_GATE, release={"root": str(tmp_path / "releases")}, mlflow={"tracking_uri": mlflow_server})
-    p = tmp_path / "pollution.yaml"
-    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    p = pollution_config(tmp_path, mlflow_server, "pollution_keyless", gate=PASS_GATE, overrides=TINY)
     res = run_release(p, "2024-05-17", progress=False)
     assert res.passed and res.release_path is not None
     published = pd.read_parquet(next(Path(res.release_path).rglob("*.parquet")))
@@ -305,15 +305,9 @@ def test_single_long_series_release_publishes(mlflow_server, tmp_path, one_threa
 def test_trained_model_passes_the_default_gate(mlflow_server, tmp_path, one_thread):
     """Issue 15: the shipped pollution config as it is (fast preset, ``gate: {}`` = every default
     threshold on) publishes: the verdict is earned by the model, not by disabled checks."""
-    shipped = shipped_config("pollution")
-    cfg = yaml.safe_load(shipped.read_text())
+    p = pollution_config(tmp_path, mlflow_server, "pollution_default_gate")
+    cfg = yaml.safe_load(p.read_text())
     assert cfg["gate"] == {} and cfg["model"] == {"preset": "fast", "overrides": {}}
-    cfg.update(name="pollution_default_gate",
-               sources={"events": str((shipped.parent / cfg["sources"]["events"]).resolve())},
-               schema=str((shipped.parent / cfg["schema"]).resolve()),
-               release={"root": str(tmp_path / "releases")}, mlflow={"tracking_uri": mlflow_server})
-    p = tmp_path / "pollution.yaml"
-    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
     res = run_release(p, "2024-05-17", progress=False)
     assert res.passed, res.gate_reason
     manifest = json.loads((Path(res.release_path) / "manifest.json").read_text())
@@ -322,3 +316,21 @@ def test_trained_model_passes_the_default_gate(mlflow_server, tmp_path, one_thre
     for name in ("evidence", "dcr_share", "membership", "exact_copies", "discriminative", "temporal_discriminative",
                  "predictive", "correlation", "marginals"):
         assert checks[name]["threshold"] is not None and checks[name]["passed"], checks[name]
+
+
+@pytest.mark.slow  # an over-trained fit on 357 windows (~3-5 min on 2 cores); fast variants: test_gate_simulation
+# (copies and near-copies fail as memorization) and the quarantine test above
+def test_memorizing_model_fails_the_default_gate_as_memorization(mlflow_server, tmp_path, one_thread):
+    """Issue 15 item 4: a model over-trained on a small panel (memorizing_config) is refused by the
+    default gate as memorization, with the evidence to say so: quarantined, never champion."""
+    from mlflow import MlflowClient
+
+    p = memorizing_config(tmp_path, mlflow_server, "nasdaq_memorizing")
+    with pytest.raises(GateFailedError) as e:
+        run_release(p, "2024-05-17", progress=False)
+    res = e.value.result
+    assert res.status == "quarantined" and res.release_path is None
+    assert_refused_as_memorization(json.loads((Path(res.quarantine_path) / rel.MANIFEST).read_text()))
+    assert "memorization" in str(e.value)
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    assert "champion" not in client.get_registered_model("nasdaq_memorizing-synthesizer").aliases
