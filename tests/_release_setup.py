@@ -69,16 +69,12 @@ def memorizing_config(workspace: Path, uri: str, name: str, *, file: str = "memo
     default gate to say so (issue 15 item 4): the packaged nasdaq100 panel cut into 24-day windows
     (7 per stock), split 50/50 by stock (~357 train / 364 held-out windows, 51-52 stocks a side),
     MEMORIZE_OVERRIDES; the audit's bootstrap resamples stocks, not windows."""
-    p = write_config(workspace, uri, {}, name=file, dataset=name, split={"holdout_fraction": 0.5},
-                     generate={"n_sequences": 600})
-    cfg = yaml.safe_load(p.read_text())
-    cfg["model"] = {"preset": "fast", "overrides": {"progress": False, **MEMORIZE_OVERRIDES}}
-    schema = yaml.safe_load((workspace / "nasdaq100.schema.yaml").read_text())
+    schema = yaml.safe_load((shipped_config("nasdaq100").parent / "nasdaq100.schema.yaml").read_text())
     schema["sequence_length"] = 24
     (workspace / f"{name}.schema.yaml").write_text(yaml.safe_dump(schema, sort_keys=False))
-    cfg["schema"] = f"{name}.schema.yaml"
-    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return p
+    return write_config(workspace, uri, {}, name=file, dataset=name, schema=f"{name}.schema.yaml",
+                        model={"preset": "fast", "overrides": {"progress": False, **MEMORIZE_OVERRIDES}},
+                        split={"holdout_fraction": 0.5}, generate={"n_sequences": 600})
 
 
 def assert_refused_as_memorization(manifest: dict) -> None:
@@ -92,3 +88,12 @@ def assert_refused_as_memorization(manifest: dict) -> None:
         c = checks[name]
         assert not c["passed"] and c["threshold"] == 0.6 and says in c["explanation"], c
         assert not c["explanation"].startswith(INSUFFICIENT), c
+
+
+def assert_passed_every_default_check(manifest: dict) -> None:
+    """The default gate's verdict on a model that earns it: every default check ran with a threshold
+    (none disabled) and passed."""
+    checks = {c["name"]: c for c in manifest["gate"]["checks"]}
+    for name in ("evidence", "dcr_share", "membership", "exact_copies", "discriminative", "temporal_discriminative",
+                 "predictive", "correlation", "marginals"):
+        assert checks[name]["threshold"] is not None and checks[name]["passed"], checks[name]
