@@ -9,9 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+READABLE = 0o644  # files meant to be read by others (release parts, audit reports); the temp file is 0600
 
-def atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
-    """Call ``writer(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same filesystem)."""
+
+def atomic_write(path: Path, writer: Callable[[Path], None], mode: int | None = None) -> Path:
+    """Call ``writer(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same filesystem). The temp
+    file is created 0600 (a half-written file is never readable by others); ``mode`` sets the final
+    permissions before the rename (e.g. :data:`READABLE`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -19,6 +23,8 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
+        if mode is not None:
+            os.chmod(tmp_path, mode)
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
@@ -28,8 +34,8 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
     return path
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+def atomic_write_text(path: Path, text: str, mode: int | None = None) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"), mode)
 
 
 def atomic_write_json(path: Path, obj: Any) -> Path:

@@ -18,12 +18,12 @@ writes any part not yet staged, so the in-process path and the mapped path share
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synth_pipeline.errors import ConfigError, ReleaseError
+from synth_pipeline.io_utils import READABLE, atomic_write
 from synth_pipeline.release_format import PART_RE, sha256_file  # PART_RE: re-exported, a part's name
 from synth_pipeline.streaming import _positive_int, _renumber, chunk_seed, default_chunk_size
 
@@ -118,18 +118,8 @@ def write_shard(syn: Synthesizer, spec: ShardSpec, folder: str | Path) -> dict[s
 
 
 def write_part(df, spec: ShardSpec, folder: str | Path) -> dict[str, Any]:  # noqa: ANN001 - DataFrame
-    """Write one shard's frame under a temp name, fsync and rename into place."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / spec.part_name
-    tmp = folder / f".{spec.part_name}.{os.getpid()}.tmp"
-    try:
-        df.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write one shard's frame atomically (temp file, fsync, rename); a release part is readable."""
+    final = atomic_write(Path(folder) / spec.part_name, lambda tmp: df.to_parquet(tmp, index=False), READABLE)
     return {"path": spec.part_name, "shard": spec.index, "sequences": spec.count, "rows": int(len(df)),
             "sha256": sha256_file(final), "size": final.stat().st_size}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -51,6 +52,27 @@ def test_shards_deterministic_unique_keys_and_manifest(tmp_path):
     (tmp_path / "a" / specs[1].part_name).unlink()
     with pytest.raises(ReleaseError, match="part-00001"):
         part_entries(tmp_path / "a", specs)
+
+
+def test_part_is_written_whole_and_readable(tmp_path):
+    """A part appears whole under its final name (0644: a release is read by others) or not at all."""
+    import stat
+
+    from synth_pipeline.shards import write_part
+
+    spec = plan_shards(3, seed=1, shards=1)[0]
+    entry = write_part(FakeSynth().sample(3, 1), spec, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [spec.part_name] == [entry["path"]]
+    assert stat.S_IMODE((tmp_path / spec.part_name).stat().st_mode) == 0o644
+
+    class Broken(pd.DataFrame):
+        def to_parquet(self, *a, **k):  # noqa: ANN002, ANN003
+            Path(a[0]).write_bytes(b"half")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_part(Broken({"x": [1]}), plan_shards(6, seed=1, shards=2)[1], tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [spec.part_name]  # no temp file, no half part
 
 
 def test_publish_parts_one_release_with_manifest(tmp_path):

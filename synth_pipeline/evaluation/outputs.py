@@ -15,17 +15,9 @@ METRICS_FILE, GATE_FILE, REPORT_FILE = "metrics.json", "gate.json", "report.html
 def write_outputs(result: EvaluationResult, out_dir: str | Path, progress: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Render everything in memory first, then write the three files atomically."""
     import json
-    import os
 
     from synth_pipeline.evaluation.report import render_report
-    from synth_pipeline.io_utils import atomic_write
-
-    def atomic_write_text(path: Path, text: str) -> Path:
-        def writer(tmp: Path) -> None:
-            tmp.write_text(text, encoding="utf-8")
-            os.chmod(tmp, 0o644)  # a report is meant to be read (MLflow artifact, reviewers), not 0600
-
-        return atomic_write(path, writer)
+    from synth_pipeline.io_utils import READABLE, atomic_write_text
 
     if progress:
         progress("rendering report.html")
@@ -35,10 +27,11 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path, progress: Calla
     metrics_text = json.dumps(result.metrics_dict(), indent=2, sort_keys=True, allow_nan=False)
     gate_text = json.dumps(result.gate_dict(), indent=2, sort_keys=False, allow_nan=False)
     out = Path(out_dir)
+    # a report is meant to be read (MLflow artifact, reviewers): READABLE, not the temp file's 0600
     paths = {
-        "metrics": atomic_write_text(out / METRICS_FILE, metrics_text),
-        "gate": atomic_write_text(out / GATE_FILE, gate_text),
-        "report": atomic_write_text(out / REPORT_FILE, html),
+        "metrics": atomic_write_text(out / METRICS_FILE, metrics_text, READABLE),
+        "gate": atomic_write_text(out / GATE_FILE, gate_text, READABLE),
+        "report": atomic_write_text(out / REPORT_FILE, html, READABLE),
     }
     result.paths = paths
     if progress:
