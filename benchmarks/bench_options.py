@@ -57,10 +57,10 @@ SMOKE = {"vae_steps": 40, "diffusion_steps": 40, "static_steps": 10}
 def windows(file: str, window: int):  # noqa: ANN201 - (train, holdout, schema)
     """Non-overlapping windows of a long series, each an entity; entity split 80/20 (seed 0)."""
     from synth_pipeline.ingest import read_source
-    from synth_pipeline.split import split_frame
+    from synth_pipeline.split import split_sequences
 
     df, schema = windowed(read_source(SHARED / file), "date", window, f"{Path(file).stem}-{window}")
-    train, holdout = split_frame(df, "window", HOLDOUT, SPLIT_SEED)
+    train, holdout = split_sequences(df, schema, HOLDOUT, SPLIT_SEED)
     return train, holdout, schema
 
 

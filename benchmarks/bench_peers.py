@@ -77,7 +77,7 @@ def prepare(dataset: str) -> dict[str, Any]:
 
     from synth_pipeline.ingest import coerce, read_source
     from synth_pipeline.schema import ColumnKind, infer_schema
-    from synth_pipeline.split import split_frame
+    from synth_pipeline.split import split_sequences
 
     spec = DATASETS[dataset]
     raw = read_source(SHARED / spec["file"])
@@ -92,7 +92,7 @@ def prepare(dataset: str) -> dict[str, Any]:
     else:
         schema = infer_schema(raw, time_index=time_col, entity_key=key, name=dataset)
         df = coerce(raw, schema)
-    train, holdout = split_frame(df, key, HOLDOUT, SEED)
+    train, holdout = split_sequences(df, schema, HOLDOUT, SEED)
     work = WORK / dataset
     work.mkdir(parents=True, exist_ok=True)
     train.to_parquet(work / "train.parquet", index=False)

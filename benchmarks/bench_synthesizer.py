@@ -33,10 +33,9 @@ def run_one(dataset: str, preset: str, n_sample: int, seed: int) -> dict:
     import torch
 
     from synth_pipeline.config import ModelConfig
-    from synth_pipeline.encoding import sequence_ids
     from synth_pipeline.ingest import coerce, read_source
     from synth_pipeline.schema import infer_schema
-    from synth_pipeline.split import split_frame
+    from synth_pipeline.split import split_sequences
     from synth_pipeline.synthesizer import Synthesizer
 
     spec = DATASETS[dataset]
@@ -44,9 +43,7 @@ def run_one(dataset: str, preset: str, n_sample: int, seed: int) -> dict:
     schema = infer_schema(raw, time_index=spec["time_index"], entity_key=spec["entity_key"],
                           sequence_length=spec["sequence_length"], name=dataset)
     df = coerce(raw, schema)
-    df["__seq__"] = sequence_ids(df, schema)
-    train, _ = split_frame(df, "__seq__", 0.2, seed)
-    train = train.drop(columns="__seq__")
+    train, _ = split_sequences(df, schema, 0.2, seed)
     cfg = ModelConfig.from_preset(preset, {"seed": seed, "progress": False})
     t0 = time.perf_counter()
     syn = Synthesizer(schema, cfg).fit(train)

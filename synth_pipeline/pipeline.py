@@ -19,13 +19,13 @@ from synth_pipeline import stages
 from synth_pipeline.dataset_config import DatasetConfig
 from synth_pipeline.release_context import ReleaseContext, say_fn
 from synth_pipeline.schema import DatasetSchema
+from synth_pipeline.split import split_sequences  # noqa: F401 - re-exported
 from synth_pipeline.stages import (  # noqa: F401 - re-exported: the pipeline's public names
     REPORT_FILES,
     ReleaseResult,
     frame_digest,
     inputs_fingerprint,
     n_sequences_of,
-    split_sequences,
 )
 
 

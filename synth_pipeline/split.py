@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from synth_pipeline.errors import SchemaError
+
+if TYPE_CHECKING:
+    from synth_pipeline.schema import DatasetSchema
 
 
 def split_entities(
@@ -29,9 +34,12 @@ def split_entities(
     return ~hold_rows, hold_rows
 
 
-def split_frame(
-    df: pd.DataFrame, entity_col: str, holdout_fraction: float = 0.2, seed: int = 0
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a table by its entity column into (train, holdout) frames."""
-    tr, ho = split_entities(df[entity_col].to_numpy(), holdout_fraction, seed)
+def split_sequences(df: pd.DataFrame, schema: DatasetSchema, holdout_fraction: float = 0.2,
+                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train / holdout frames by entity (panels) or by non-overlapping window (one long series, whose
+    windows are the schema's sequences): the holdout shares no entity and no timestamp with train."""
+    from synth_pipeline.encoding import sequence_ids
+
+    keys = df[schema.entity_key].to_numpy() if schema.entity_key is not None else sequence_ids(df, schema)
+    tr, ho = split_entities(keys, holdout_fraction, seed)
     return df[tr].reset_index(drop=True), df[ho].reset_index(drop=True)

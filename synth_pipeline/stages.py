@@ -91,17 +91,6 @@ def frame_digest(df) -> str:  # noqa: ANN001 - pandas DataFrame
     return h.hexdigest()[:16]
 
 
-def split_sequences(df, schema, holdout_fraction: float, seed: int):  # noqa: ANN001, ANN201 - frames
-    """Train / holdout by entity (panels) or by non-overlapping window (one long series): the
-    holdout shares no entity and no timestamp with train."""
-    from synth_pipeline.encoding import sequence_ids
-    from synth_pipeline.split import split_entities
-
-    keys = df[schema.entity_key].to_numpy() if schema.entity_key is not None else sequence_ids(df, schema)
-    tr, ho = split_entities(keys, holdout_fraction, seed)
-    return df[tr].reset_index(drop=True), df[ho].reset_index(drop=True)
-
-
 def n_sequences_of(df, schema) -> int:  # noqa: ANN001
     from synth_pipeline.encoding import sequence_index
 
@@ -187,6 +176,7 @@ def validate(config: Any, logical_date: Any, *, release_root: str | Path | None 
              **_: Any) -> dict[str, Any]:
     """Great Expectations validation of the staged table (raises DataValidationError listing every
     failure), then the entity-level train / holdout split."""
+    from synth_pipeline.split import split_sequences
     from synth_pipeline.validate import validate as gx_validate
 
     ctx = ReleaseContext(config, logical_date, release_root, tracking_uri, progress, attempt)

@@ -301,7 +301,7 @@ def _check_leakage(frames: dict[str, pd.DataFrame], schema: DatasetSchema) -> No
             raise LeakageError(
                 f"holdout shares {len(shared)} of its {ho[schema.entity_key].nunique()} entities "
                 f"('{schema.entity_key}') with train: the holdout must be entities the model never saw. "
-                f"Split by entity (synth_pipeline.split.split_frame) and pass the two parts"
+                f"Split by entity (synth_pipeline.split.split_sequences) and pass the two parts"
             )
         return
     ti = schema.time_index
@@ -309,7 +309,7 @@ def _check_leakage(frames: dict[str, pd.DataFrame], schema: DatasetSchema) -> No
     if shared_t.size:
         raise LeakageError(
             f"holdout shares {shared_t.size} timestamps with train: windows of a single series must not "
-            f"overlap between train and holdout. Split by window (encoding.sequence_ids + split_entities)"
+            f"overlap between train and holdout. Split by window (synth_pipeline.split.split_sequences)"
         )
 
 
