@@ -37,6 +37,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,6 +72,7 @@ from synth_pipeline.release_format import safe_relpath as _safe_relpath
 from synth_pipeline.release_format import same_release as _same_release
 from synth_pipeline.release_format import scan_parts as _scan_parts
 
+STAGING_ROOT_ENV = "SYNTH_PIPELINE_STAGING_ROOT"  # staging for an object-store release root
 
 # ------------------------------------------------------------------------------------------------
 # names
@@ -153,13 +155,22 @@ def check_release_root(release_root: str | Path, dataset: str) -> Path | str:
     """Create ``<root>/<dataset>`` if needed and check it is writable (ReleaseError otherwise). On an
     object store: the bucket exists and a probe object can be written and deleted (ReleaseStoreError)."""
     if store.is_remote(release_root):
-        return store.check_release_root(str(release_root), dataset)
+        return store.check_store_root(str(release_root), dataset)
     return _dataset_dir(release_root, dataset)
 
 
 def staging_root(release_root: str | Path) -> Path:
-    """The local folder holding the stages' ``.staging`` (see :func:`release_store.staging_root`)."""
-    return store.staging_root(release_root)
+    """Where the stages keep their private staging folders: beside a local release root (as before);
+    for an object-store root, ``$SYNTH_PIPELINE_STAGING_ROOT`` or ``<tmp>/synth-pipeline-<uid>`` (local
+    disk: real rows never go to the store). On Airflow with stages on several machines, point
+    ``SYNTH_PIPELINE_STAGING_ROOT`` at shared storage."""
+    if not store.is_remote(release_root):
+        return store.local_path(release_root)
+    env = os.environ.get(STAGING_ROOT_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"synth-pipeline-{uid}"
 
 
 def _stage_dir(parent: Path, release_id: str) -> Path:
@@ -243,7 +254,7 @@ def publish_release(
     (same manifest, ``status`` values and rerun rules; ``path`` is then the release's URI).
     """
     if store.is_remote(release_root):
-        return store.publish_release(str(release_root), dataset, release_id, data, manifest, overwrite=overwrite,
+        return store.publish_to_store(str(release_root), dataset, release_id, data, manifest, overwrite=overwrite,
                                      extra_files=extra_files, parts=parts)
     validate_release_id(release_id)
     ds_dir = _dataset_dir(release_root, dataset)
@@ -331,7 +342,7 @@ def quarantine_release(
     """Record a failed gate: ``<root>/<dataset>/_quarantine/<release_id>/`` with the manifest and
     the report files (never data). Replaces an earlier quarantine record of the same id."""
     if store.is_remote(release_root):
-        return store.quarantine_release(str(release_root), dataset, release_id, manifest, report_files)
+        return store.quarantine_on_store(str(release_root), dataset, release_id, manifest, report_files)
     validate_release_id(release_id)
     ds_dir = _dataset_dir(release_root, dataset)
     q_dir = _prepare_dir(ds_dir / QUARANTINE, "quarantine folder")
@@ -404,7 +415,7 @@ def release_path(release_root: str | Path, dataset: str, release_id: str) -> Pat
 def existing_release(release_root: str | Path, dataset: str, release_id: str) -> dict[str, Any] | None:
     """The manifest of a complete (``_SUCCESS``) release, or None."""
     if store.is_remote(release_root):
-        return store.existing_release(str(release_root), dataset, release_id)
+        return store.existing_on_store(str(release_root), dataset, release_id)
     p = release_path(release_root, dataset, release_id)
     if not (p / SUCCESS).exists():
         return None
@@ -414,7 +425,7 @@ def existing_release(release_root: str | Path, dataset: str, release_id: str) ->
 def latest_release(release_root: str | Path, dataset: str) -> Path | str | None:
     """Folder (URI on an object store) of the release ``LATEST`` points to (None if there is none)."""
     if store.is_remote(release_root):
-        return store.latest_release(str(release_root), dataset)
+        return store.latest_on_store(str(release_root), dataset)
     validate_dataset_name(dataset)
     ds_dir = store.local_path(release_root) / dataset
     rid = read_latest_id(ds_dir)
@@ -427,7 +438,7 @@ def verify_release(path: str | Path) -> dict[str, Any]:
     """Check ``_SUCCESS`` and every file's sha256 against the manifest; return the manifest. A release
     URI on an object store also needs ``_SUCCESS`` to hold the manifest's sha256."""
     if store.is_remote(path):
-        return store.verify_release(str(path))
+        return store.verify_on_store(str(path))
     path = Path(path)
     if not (path / SUCCESS).exists():
         raise ReleaseError(f"'{path}' is not a complete release (no {SUCCESS})")
@@ -446,6 +457,6 @@ def verify_release(path: str | Path) -> dict[str, Any]:
 def read_release(path: str | Path) -> pd.DataFrame:
     """Read a verified release's data (a folder, or a release URI on an object store)."""
     if store.is_remote(path):
-        return store.read_release(str(path))
+        return store.read_from_store(str(path))
     verify_release(path)
     return pd.read_parquet(Path(path) / "data")

@@ -16,7 +16,7 @@ and tagged in MLflow): S3 reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`
 Layout: the same as on disk (``<root>/<dataset>/<release_id>/data/part-NNNNN.parquet``, ``report/``,
 ``manifest.json``, ``_SUCCESS``; ``<root>/<dataset>/LATEST``; ``<root>/<dataset>/_quarantine/<id>/``).
 Only the published release goes to the store: staging stays on local disk
-(:func:`staging_root`: ``$SYNTH_PIPELINE_STAGING_ROOT``, else ``<tmp>/synth-pipeline-<uid>``).
+(:func:`release.staging_root`: ``$SYNTH_PIPELINE_STAGING_ROOT``, else ``<tmp>/synth-pipeline-<uid>``).
 
 Publish on a store without atomic rename (each object appears whole, but a folder cannot appear at
 once), in this order:
@@ -34,7 +34,7 @@ once), in this order:
 
 Reader contract: a release exists only when ``_SUCCESS`` exists and matches the sha256 of
 ``manifest.json``; a reader uses the files the manifest lists (never a listing of ``data/``) and
-:func:`verify_release` checks each one's sha256. A publish killed midway leaves objects without
+:func:`verify_on_store` (``release.verify_release``) checks each one's sha256. A publish killed midway leaves objects without
 ``_SUCCESS``: readers refuse them, ``LATEST`` still names the previous release, and the next
 publish of that id removes them. One publisher per dataset and release id at a time (the stages'
 staging folder already refuses two attempts at the same date); two concurrent publishers of the same
@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import tempfile
 import uuid
@@ -66,7 +65,6 @@ from synth_pipeline.release_format import (
     validate_release_id,
 )
 
-STAGING_ROOT_ENV = "SYNTH_PIPELINE_STAGING_ROOT"
 LOCAL_SCHEMES = frozenset({"file"})
 PYARROW_SCHEMES = frozenset({"s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"})
 BUCKET_SCHEMES = frozenset({"s3", "gs", "gcs"})
@@ -101,20 +99,6 @@ def local_path(root: str | Path) -> Path:
                                     f"'{parts.netloc}' is not this machine")
         s = unquote(parts.path)
     return Path(s).expanduser().resolve()
-
-
-def staging_root(release_root: str | Path) -> Path:
-    """Where the stages keep their private staging folders: beside a local release root (as before);
-    for an object-store root, ``$SYNTH_PIPELINE_STAGING_ROOT`` or ``<tmp>/synth-pipeline-<uid>`` (local
-    disk: real rows never go to the store). On Airflow with stages on several machines, point
-    ``SYNTH_PIPELINE_STAGING_ROOT`` at shared storage."""
-    if not is_remote(release_root):
-        return local_path(release_root)
-    env = os.environ.get(STAGING_ROOT_ENV)
-    if env:
-        return Path(env).expanduser().resolve()
-    uid = os.getuid() if hasattr(os, "getuid") else "user"
-    return Path(tempfile.gettempdir()) / f"synth-pipeline-{uid}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -318,7 +302,7 @@ def _complete_manifest(store: Store, prefix: str) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------------------------
 # root checks, publish, quarantine, LATEST
 # ------------------------------------------------------------------------------------------------
-def check_release_root(release_root: str, dataset: str) -> str:
+def check_store_root(release_root: str, dataset: str) -> str:
     """Check the store before any work: the bucket exists and an object can be written and deleted
     under ``<root>/<dataset>/``. Returns the dataset's URI."""
     validate_dataset_name(dataset)
@@ -340,7 +324,7 @@ def check_release_root(release_root: str, dataset: str) -> str:
     return store.uri_of(dataset)
 
 
-def publish_release(release_root: str, dataset: str, release_id: str, data: Any, manifest: Mapping[str, Any], *,
+def publish_to_store(release_root: str, dataset: str, release_id: str, data: Any, manifest: Mapping[str, Any], *,
                     overwrite: bool = False, extra_files: Mapping[str, str | Path] | None = None,
                     parts: str | Path | None = None):  # noqa: ANN201 - release.PublishResult
     """``release.publish_release`` on an object store (see the module docstring for the order)."""
@@ -409,19 +393,19 @@ def publish_release(release_root: str, dataset: str, release_id: str, data: Any,
 
 def update_latest(store: Store, dataset: str, release_id: str) -> None:
     """Write ``LATEST`` unless it names a newer complete release (never moves backwards)."""
-    current = read_latest_id(store, dataset)
+    current = latest_id_on_store(store, dataset)
     if (current is None or release_id >= current
             or _complete_manifest(store, store.key(dataset, current)) is None):
         _upload(store, store.key(dataset, LATEST), (release_id + "\n").encode())
 
 
-def read_latest_id(store: Store, dataset: str) -> str | None:
+def latest_id_on_store(store: Store, dataset: str) -> str | None:
     raw = _read(store, store.key(dataset, LATEST))
     rid = raw.decode("utf-8", "replace").strip() if raw is not None else ""
     return rid or None
 
 
-def quarantine_release(release_root: str, dataset: str, release_id: str, manifest: Mapping[str, Any],
+def quarantine_on_store(release_root: str, dataset: str, release_id: str, manifest: Mapping[str, Any],
                        report_files: Mapping[str, str | Path] | None = None):  # noqa: ANN201 - PublishResult
     """``release.quarantine_release`` on an object store: report files, then ``manifest.json`` (a
     quarantine record has no ``_SUCCESS``: nothing in it is a release). Replaces an earlier record."""
@@ -460,7 +444,7 @@ def release_uri(release_root: str, dataset: str, release_id: str) -> str:
     return resolve(release_root).uri_of(dataset, release_id)
 
 
-def existing_release(release_root: str, dataset: str, release_id: str) -> dict[str, Any] | None:
+def existing_on_store(release_root: str, dataset: str, release_id: str) -> dict[str, Any] | None:
     """The manifest of a complete release (``_SUCCESS`` matching the manifest), or None."""
     validate_dataset_name(dataset)
     validate_release_id(release_id)
@@ -468,11 +452,11 @@ def existing_release(release_root: str, dataset: str, release_id: str) -> dict[s
     return _complete_manifest(store, store.key(dataset, release_id))
 
 
-def latest_release(release_root: str, dataset: str) -> str | None:
+def latest_on_store(release_root: str, dataset: str) -> str | None:
     """URI of the release ``LATEST`` names, if it is complete (None otherwise)."""
     validate_dataset_name(dataset)
     store = resolve(release_root)
-    rid = read_latest_id(store, dataset)
+    rid = latest_id_on_store(store, dataset)
     if rid is None or _complete_manifest(store, store.key(dataset, rid)) is None:
         return None
     return store.uri_of(dataset, rid)
@@ -480,7 +464,7 @@ def latest_release(release_root: str, dataset: str) -> str | None:
 
 def open_release(uri: str) -> tuple[dict[str, Any], Any]:
     """``(manifest, pyarrow.dataset.Dataset of the listed data parts)`` of a complete release,
-    without hashing the parts (cheap for large releases; :func:`verify_release` hashes them).
+    without hashing the parts (cheap for large releases; :func:`verify_on_store` hashes them).
     ReleaseError if ``_SUCCESS`` is missing or does not match the manifest."""
     import pyarrow.dataset as pads
 
@@ -509,7 +493,7 @@ def open_release(uri: str) -> tuple[dict[str, Any], Any]:
     return manifest, dataset
 
 
-def verify_release(uri: str) -> dict[str, Any]:
+def verify_on_store(uri: str) -> dict[str, Any]:
     """``_SUCCESS`` vouches for the manifest, and every listed file exists with its sha256 and size."""
     manifest, _ = open_release(uri)
     store = resolve(uri)
@@ -523,13 +507,13 @@ def verify_release(uri: str) -> dict[str, Any]:
     return manifest
 
 
-def read_release(uri: str, verify: bool = True):  # noqa: ANN201 - pandas DataFrame
+def read_from_store(uri: str, verify: bool = True):  # noqa: ANN201 - pandas DataFrame
     """The release's data as one frame (the parts the manifest lists, in order); ``verify`` hashes
     every file first (as ``release.read_release`` does on disk)."""
     import pandas as pd
 
     if verify:
-        verify_release(uri)
+        verify_on_store(uri)
     manifest, _ = open_release(uri)
     store = resolve(uri)
     frames = [pd.read_parquet(store.key(f["path"]), filesystem=store.fs) for f in manifest["files"]

@@ -317,7 +317,7 @@ def test_local_roots_unchanged_and_staging_stays_local(tmp_path, monkeypatch):
         assert rel.staging_root(root) == rs.local_path(root)
     assert not rs.is_remote(tmp_path) and not rs.is_remote("file:///x") and not rs.is_remote("rel/x")
     assert rs.is_remote("s3://b/x") and rs.is_remote("gs://b/x")
-    monkeypatch.setenv(rs.STAGING_ROOT_ENV, str(tmp_path / "stage"))
+    monkeypatch.setenv(rel.STAGING_ROOT_ENV, str(tmp_path / "stage"))
     assert rel.staging_root("s3://b/x") == tmp_path / "stage"
 
 
@@ -329,7 +329,7 @@ def test_config_keeps_uri_roots_and_stages_stage_locally(tmp_path, monkeypatch):
     assert cfg.resolved_release_root("s3://bucket/releases/") == "s3://bucket/releases"
     with pytest.raises(ReleaseStoreError, match="carries credentials"):
         cfg.resolved_release_root("s3://k:s@bucket/releases")
-    monkeypatch.setenv(rs.STAGING_ROOT_ENV, str(tmp_path / "stage"))
+    monkeypatch.setenv(rel.STAGING_ROOT_ENV, str(tmp_path / "stage"))
     st = Stage(shipped_config("nasdaq100"), "2024-05-17", "s3://bucket/releases", "sqlite:///x.db", False)
     assert st.root == "s3://bucket/releases"
     assert st.dir == tmp_path / "stage" / STAGING / cfg.name / "2024-05-17"
@@ -348,7 +348,7 @@ def test_run_release_publishes_to_the_store_and_reruns_are_noops(tmp_path, s3, b
     from synth_pipeline.evaluation.gate import GateConfig
     from synth_pipeline.pipeline import run_release
 
-    monkeypatch.setenv(rs.STAGING_ROOT_ENV, str(tmp_path / "stage"))
+    monkeypatch.setenv(rel.STAGING_ROOT_ENV, str(tmp_path / "stage"))
     root = f"s3://{bucket}/releases"
     # this test is about where the release goes, not the verdict: every share / AUC bound off too
     gate = {**PASS_GATE, **{f.name: None for f in fields(GateConfig) if f.name.endswith(("_share_max", "_auc_max"))}}
