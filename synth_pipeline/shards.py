@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from synth_pipeline.errors import ConfigError, ReleaseError
 from synth_pipeline.io_utils import READABLE, atomic_write
 from synth_pipeline.release_format import PART_RE, sha256_file  # PART_RE: re-exported, a part's name
-from synth_pipeline.streaming import _positive_int, _renumber, chunk_seed, default_chunk_size
+from synth_pipeline.streaming import _positive_int, chunk_seed, iter_samples
 
 if TYPE_CHECKING:
     from synth_pipeline.synthesizer import Synthesizer
@@ -94,20 +94,7 @@ def sample_shard(syn: Synthesizer, spec: ShardSpec):  # noqa: ANN201 - pandas Da
     """Sample one shard's sequences (chunked for bounded memory) with keys unique over the release."""
     import pandas as pd
 
-    size = default_chunk_size(syn)
-    max_len = max(1, int(getattr(getattr(syn, "encoder", None), "max_len", 1) or 1))
-    frames, done, rows = [], 0, 0
-    j = 0
-    while done < spec.count:
-        k = min(size, spec.count - done)
-        df = syn.sample(k, seed=spec.seed if j == 0 else chunk_seed(spec.seed, j))
-        if spec.count < spec.n_total or k < spec.count:  # one shard in one chunk: exactly sample(n, seed)
-            # row offset: an upper bound of the rows before this chunk (shards do not know each other's rows)
-            df = _renumber(df, syn, spec.start + done, (spec.start + done) * max_len, spec.n_total)
-        frames.append(df)
-        done += k
-        rows += len(df)
-        j += 1
+    frames = list(iter_samples(syn, spec.count, spec.seed, start=spec.start, n_total=spec.n_total))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 

@@ -78,22 +78,34 @@ def default_chunk_size(syn: Synthesizer) -> int:
     return max(1, min(MAX_CHUNK_SEQUENCES, CHUNK_ROWS // length))
 
 
-def iter_samples(syn: Synthesizer, n: int, seed: int, chunk_size: int | None = None) -> Iterator[pd.DataFrame]:
-    """Yield ``n`` synthetic sequences as DataFrames of at most ``chunk_size`` sequences each."""
-    for _, df in _chunks(syn, n, seed, chunk_size):
+def iter_samples(syn: Synthesizer, n: int, seed: int, chunk_size: int | None = None, *, start: int = 0,
+                 n_total: int | None = None) -> Iterator[pd.DataFrame]:
+    """Yield ``n`` synthetic sequences as DataFrames of at most ``chunk_size`` sequences each. A shard
+    of a larger output passes ``start`` (sequences before it) and ``n_total`` (the whole output)."""
+    for _, df in _chunks(syn, n, seed, chunk_size, start=start, n_total=n_total):
         yield df
 
 
-def _chunks(syn: Synthesizer, n: int, seed: int, chunk_size: int | None) -> Iterator[tuple[int, pd.DataFrame]]:
+def _chunks(syn: Synthesizer, n: int, seed: int, chunk_size: int | None, *, start: int = 0,
+            n_total: int | None = None) -> Iterator[tuple[int, pd.DataFrame]]:
+    """The one sampling loop behind a streamed file and a release's shard parts: chunk ``i`` is
+    sampled with ``chunk_seed(seed, i)`` and its surrogate keys renumbered to be unique over the whole
+    output. One chunk of a whole output is exactly ``sample(n, seed)``. A shard does not know how many
+    rows the shards before it wrote, so its row-level identifiers start at an upper bound
+    (``start`` times the longest sequence) instead of the exact count."""
     n = _positive_int(n, "n")
+    n_total = n if n_total is None else n_total
+    whole = start == 0 and n == n_total
     size = _positive_int(chunk_size, "chunk_size") if chunk_size is not None else default_chunk_size(syn)
+    max_len = max(1, int(getattr(getattr(syn, "encoder", None), "max_len", 1) or 1))
     n_chunks = -(-n // size)
     seq_done = row_done = 0
     for i in range(n_chunks):
         k = min(size, n - i * size)
         df = syn.sample(k, seed=chunk_seed(seed, i))
-        if n_chunks > 1:
-            df = _renumber(df, syn, seq_done, row_done, n)
+        if n_chunks > 1 or not whole:
+            rows_before = row_done if whole else (start + seq_done) * max_len
+            df = _renumber(df, syn, start + seq_done, rows_before, n_total)
         seq_done += k
         row_done += len(df)
         yield k, df

@@ -54,6 +54,21 @@ def test_shards_deterministic_unique_keys_and_manifest(tmp_path):
         part_entries(tmp_path / "a", specs)
 
 
+def test_one_sampling_loop_for_streamed_files_and_shards(monkeypatch):
+    """A one-shard plan samples exactly what the streamed file does (same chunks, seeds and keys);
+    several shards in several chunks each still number the release's sequences 1..n once."""
+    from synth_pipeline import streaming
+    from synth_pipeline.shards import sample_shard
+
+    monkeypatch.setattr(streaming, "CHUNK_ROWS", 6)  # 2 sequences of 3 rows per chunk
+    syn = FakeSynth()
+    whole = pd.concat(list(streaming.iter_samples(syn, 7, seed=5)), ignore_index=True)
+    pd.testing.assert_frame_equal(sample_shard(syn, plan_shards(7, seed=5, shards=1)[0]), whole)
+    parts = pd.concat([sample_shard(syn, s) for s in plan_shards(7, seed=5, shards=3)], ignore_index=True)
+    assert sorted(parts["sequence_id"].unique()) == [f"syn-{i:06d}" for i in range(1, 8)]
+    assert len(parts) == 21
+
+
 def test_part_is_written_whole_and_readable(tmp_path):
     """A part appears whole under its final name (0644: a release is read by others) or not at all."""
     import stat
