@@ -1,7 +1,7 @@
 """Releases on disk: atomic publish, manifest with sha256 per file, ``_SUCCESS``, ``LATEST``,
 quarantine, idempotent reruns.
 
-Layout (ARCHITECTURE "Releases")::
+Layout (the design, `../shared/ARCHITECTURE.md`, "Releases")::
 
     <release_root>/<dataset>/<release_id>/data/part-00000.parquet
                                           manifest.json       (files listed with sha256 and size)

@@ -1,5 +1,5 @@
 """MLflow integration: a ``synth_pipeline`` model flavor (with a pyfunc), run logging helpers and
-the registry conventions (ARCHITECTURE "MLflow conventions").
+the registry conventions (the design, `../shared/ARCHITECTURE.md`, "MLflow conventions").
 
 Flavor
 ------
