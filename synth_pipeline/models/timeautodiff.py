@@ -231,9 +231,17 @@ class TimeAutoDiff:
         """Train every component. ``units``: the privacy unit of each sequence (model.privacy samples
         entities, not sequences; default: each sequence its own); ``stats``: what the encoder's DP
         statistics spent (accounted together with DP-SGD)."""
+        # a seeded run draws dropout and initial noise from torch's global RNG: seed a forked state, so
+        # fitting never reseeds the caller's RNG (restored on exit, as in __init__)
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.config.seed)
+            return self._fit(data, log, units, stats)
+
+    def _fit(self, data: EncodedData, log: Callable[[str], None] | None, units: np.ndarray | None,
+             stats: StatisticsBudget | None) -> TimeAutoDiff:
         cfg = self.config
         use_threads(cfg)
-        torch.manual_seed(cfg.seed)
         gen = np.random.default_rng(cfg.seed)
         t0 = time.perf_counter()
         n = len(data)
