@@ -16,7 +16,8 @@ from synth_pipeline.config import BUDGETS, PRESETS, ModelConfig
 from synth_pipeline.encoding import TableEncoder
 from synth_pipeline.errors import ConfigError
 from synth_pipeline.ingest import coerce
-from synth_pipeline.models.timeautodiff import PRIOR_FLOOR, FusedAdam, TimeAutoDiff
+from synth_pipeline.models.timeautodiff import PRIOR_FLOOR, TimeAutoDiff
+from synth_pipeline.models.training import Component, FusedAdam
 from synth_pipeline.schema import infer_schema
 
 
@@ -124,7 +125,7 @@ def loop_history(budget: str, steps: int, improving: bool, eval_every: int = 100
     def val_loss() -> float:  # improving: a falling sequence; else constant after the first evaluation
         return -float(next(vals)) if improving else 1.0
 
-    model._loop("toy", steps, list(net.parameters()), 1e-2, train_step, val_loss, [net])
+    model._train(Component("toy", steps, list(net.parameters()), 1e-2, train_step, [net], val_loss))
     return [r["step"] for r in model.history if "toy/loss" in r]
 
 

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from synth_pipeline.models.vae import CategoryEmbedding, StaticEmbedding, position_features
+from synth_pipeline.models.vae import POSITION_FEATURES, CategoryEmbedding, StaticEmbedding, position_features
 
 
 def step_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -40,8 +40,7 @@ class LatentDenoiser(nn.Module):
         self.kind, self.hidden = kind, hidden
         self.known_cat = CategoryEmbedding(cat_cards, embed_dim, extra=1)  # last index = unknown
         self.cat_cards = cat_cards
-        n_pos = 9
-        in_dim = latent_dim + n_pos + n_calendar + 1 + 2 * n_num + self.known_cat.out_dim
+        in_dim = latent_dim + POSITION_FEATURES + n_calendar + 1 + 2 * n_num + self.known_cat.out_dim
         self.inp = nn.Linear(in_dim, hidden)
         self.t_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.static_emb = StaticEmbedding(static_cards, hidden)

@@ -26,7 +26,8 @@ from torch import nn
 from synth_pipeline.models.batch import masked_mean, to_batch
 from synth_pipeline.models.denoiser import step_embedding
 from synth_pipeline.models.scheduler import DDPMScheduler
-from synth_pipeline.models.vae import StaticEmbedding, position_features
+from synth_pipeline.models.training import EMA, Component
+from synth_pipeline.models.vae import POSITION_FEATURES, StaticEmbedding, position_features
 
 if TYPE_CHECKING:
     from synth_pipeline.config import ModelConfig
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 class RefinerHost(Protocol):
     """What the refiner uses of the model that owns it (``TimeAutoDiff``), named here so this module
     does not import the model: the frozen VAE and PSLD, the latent scale, the refiner and its EMA,
-    the scheduler, the budget and the shared training loop."""
+    the scheduler, the budget and the shared training loop (models/training.py)."""
 
     config: ModelConfig
     device: torch.device
@@ -51,7 +52,7 @@ class RefinerHost(Protocol):
     refine_scheduler: DDPMScheduler
     budget: dict[str, int]
     _dp: DPTraining | None
-    _loop: Callable[..., None]
+    _train: Callable[[Component], None]
 
     def _batch_idx(self, tr_idx: np.ndarray, gen: np.random.Generator, T: int | None = None) -> np.ndarray: ...
 
@@ -63,7 +64,7 @@ class L2DRefiner(nn.Module):
                  layers: int = 1):
         super().__init__()
         self.hidden = hidden
-        self.inp = nn.Linear(2 * n_num + latent_dim + 9 + n_calendar + 1, hidden)
+        self.inp = nn.Linear(2 * n_num + latent_dim + POSITION_FEATURES + n_calendar + 1, hidden)
         self.t_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.static_emb = StaticEmbedding(static_cards, hidden)
         self.body = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True, bidirectional=True)
@@ -107,12 +108,6 @@ def fit_refiner(model: RefinerHost, data: EncodedData, latents: torch.Tensor, tr
             return masked_mean((pred - b.num) ** 2, w, per_sample=True)
         return ((pred - b.num) ** 2 * w).sum() / w.sum().clamp(min=1)
 
-    ema_params, params = list(model.refiner_ema.parameters()), list(model.refiner.parameters())
-
-    def ema_update() -> None:
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1 - cfg.ema_decay)
-
     def train_step(step: int):
         return loss_of(model._batch_idx(tr_idx, gen, latents.shape[1]), tgen, model.refiner), {}
 
@@ -120,8 +115,10 @@ def fit_refiner(model: RefinerHost, data: EncodedData, latents: torch.Tensor, tr
         with torch.inference_mode():
             return float(loss_of(val_idx, torch.Generator().manual_seed(11), model.refiner_ema))
 
-    model._loop("refine", model.budget.get("refine", cfg.refine_steps or cfg.diffusion_steps), list(model.refiner.parameters()), cfg.diffusion_lr,
-                train_step, val_loss if len(val_idx) else None, [model.refiner, model.refiner_ema], after_step=ema_update)
+    model._train(Component("refine", model.budget.get("refine", cfg.refine_steps or cfg.diffusion_steps),
+                           list(model.refiner.parameters()), cfg.diffusion_lr, train_step,
+                           [model.refiner, model.refiner_ema], val_loss if len(val_idx) else None,
+                           EMA(model.refiner_ema, model.refiner, cfg.ema_decay)))
 
 
 @torch.inference_mode()

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from synth_pipeline.models.denoiser import step_embedding
-from synth_pipeline.models.vae import CategoryEmbedding, StaticEmbedding, position_features
+from synth_pipeline.models.vae import POSITION_FEATURES, CategoryEmbedding, StaticEmbedding, position_features
 
 FUSE_KERNEL = 5
 
@@ -78,7 +78,7 @@ class StageDiffDenoiser(nn.Module):
         self.n_patch = stage_length // patch
         self.kernels = trend_kernels(stage_length, scales)
         self.known_cat = CategoryEmbedding(cat_cards, embed_dim, extra=1)  # last index = unknown
-        ctx_in = 9 + n_calendar + 1 + 2 * n_num + self.known_cat.out_dim
+        ctx_in = POSITION_FEATURES + n_calendar + 1 + 2 * n_num + self.known_cat.out_dim
         self.ctx = nn.Linear(ctx_in * patch, hidden)  # a patch's per-step conditions -> one token
         self.t_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.static_emb = StaticEmbedding(static_cards, hidden)

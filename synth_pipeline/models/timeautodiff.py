@@ -25,6 +25,7 @@ from synth_pipeline.dp import PrivacyConfig, StatisticsBudget
 from synth_pipeline.encoding import EncodedData
 from synth_pipeline.errors import ConfigError, ModelFileError
 from synth_pipeline.models.batch import Batch, Conditions, masked_mean, to_batch
+from synth_pipeline.models.conditions import ConditionEncoder
 from synth_pipeline.models.denoiser import LatentDenoiser
 from synth_pipeline.models.private import DPTraining, swap_grus
 from synth_pipeline.models.psld import PSLD, information_free_loss
@@ -33,6 +34,7 @@ from synth_pipeline.models.refine import refine as l2d_refine
 from synth_pipeline.models.scheduler import make_scheduler
 from synth_pipeline.models.stagediff import StageDiffDenoiser
 from synth_pipeline.models.static import StaticAR
+from synth_pipeline.models.training import EMA, Component, Trainer
 from synth_pipeline.models.vae import MixedVAE
 
 FORMAT_VERSION = 1
@@ -44,66 +46,6 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     check_device(device)
     return torch.device(device)
-
-
-class Progress:
-    """A tqdm bar when enabled (epoch-like counters, loss, ETA), a no-op otherwise."""
-
-    def __init__(self, total: int, desc: str, enabled: bool):
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, mininterval=1.0, leave=False, dynamic_ncols=True)
-
-    def update(self, n: int, **postfix: float) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix({k: f"{v:.4f}" for k, v in postfix.items()}, refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class FusedAdam:
-    """Adam with a cosine learning-rate decay to ``lr * min_ratio`` over ``total`` steps: the update of
-    ``torch.optim.Adam(fused=True)`` + ``CosineAnnealingLR`` (same kernel, ``torch._fused_adam_``;
-    tests/test_budget.py checks they agree). Why not torch.optim: constructing any torch.optim
-    optimizer imports torch._dynamo (1.2-2.5 s measured on the 2-core machine, a tenth of a small
-    panel's whole fit), and the per-parameter Adam it runs on CPU by default costs 2.1 ms a step
-    against 0.5 ms fused (VAE, 64 wide)."""
-
-    def __init__(self, params: list[nn.Parameter], lr: float, total: int, min_ratio: float = 0.1,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.params = [p for p in params if p.requires_grad]
-        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.state_steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
-        self.base_lr, self.total, self.min_ratio, self.betas, self.eps = lr, max(int(total), 1), min_ratio, betas, eps
-        self.t = 0  # completed steps (the cosine schedule's position)
-
-    @property
-    def lr(self) -> float:
-        eta_min = self.base_lr * self.min_ratio
-        return eta_min + (self.base_lr - eta_min) * (1 + math.cos(math.pi * self.t / self.total)) / 2
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if idx:
-            steps = [self.state_steps[i] for i in idx]
-            torch._foreach_add_(steps, 1)
-            torch._fused_adam_(
-                [self.params[i] for i in idx], [self.params[i].grad for i in idx], [self.exp_avg[i] for i in idx],
-                [self.exp_avg_sq[i] for i in idx], [], steps, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1],
-                weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
-        self.t += 1
 
 
 def default_latent_dim(n_num: int, n_missing: int, cat_cards: list[int]) -> int:
@@ -203,6 +145,7 @@ class TimeAutoDiff:
                 config.hidden_dim, config.denoiser_layers, config.denoiser, config.embed_dim,
             ).to(self.device)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
+        self.conditions = ConditionEncoder(dims["n_num"], dims["cat_cards"], config.p_unconditional)
         self.static_model = StaticAR(dims["static_cards"], config.hidden_dim).to(self.device)
         self.refiner = self.refiner_ema = None
         if self.refine == "l2d":
@@ -319,85 +262,10 @@ class TimeAutoDiff:
         return {k: min(cap, max(int(cfg.min_steps) * floors[k], math.ceil(cfg.epochs * passes[k] * per_epoch[k])))
                 for k, cap in caps.items()}
 
-    def _loop(
-        self, name: str, steps: int, params: list[nn.Parameter], lr: float,
-        train_step: Callable[[int], tuple[torch.Tensor, dict[str, float]]],
-        val_loss: Callable[[], float] | None, modules: list[nn.Module], after_step: Callable[[], None] | None = None,
-        every: int | None = None,
-    ) -> None:
-        """Shared optimisation loop: Adam, grad clipping, periodic validation, early stopping.
-        ``steps``: the component's budget; validation every ``every`` steps (default: eval_every,
-        under budget=auto at most ceil(steps / 20), at least 5, so patience can act in small budgets)."""
-        cfg = self.config
-        t_start = time.perf_counter()
-        if every is None:
-            every = cfg.eval_every
-            if cfg.budget == "auto":
-                every = min(every, max(5, math.ceil(steps / 20)))
-        dp = None
-        if self._dp is not None:  # DP-SGD (models/private.py): per-entity clipping + noise, no validation
-            dp = self._dp.step_for(name, modules, params, lr)
-            val_loss = None
-        else:
-            opt = FusedAdam(params, lr, steps)
-        best, best_state, bad = math.inf, None, 0
-        bar = Progress(steps, name, cfg.progress)
-        running: dict[str, float] = {}
-        for m in modules:
-            m.train()
-        run_step = train_step
-        if getattr(self, "world", 1) > 1:  # model.distributed under torchrun: gradients averaged by DDP
-            from synth_pipeline.models.distributed import data_parallel
-
-            run_step = data_parallel(train_step, modules, params, self.device)
-        for step in range(steps):
-            loss, parts = run_step(step)
-            if dp is not None:
-                if self._dp.empty:  # an empty Poisson draw: a noise-only step
-                    loss = loss * 0.0
-                dp.step(loss, step / steps)
-                # losses on private batches are statistics epsilon does not cover: neither logged nor shown
-                loss, parts = torch.zeros(()), {}
-            else:
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-            if after_step:
-                after_step()
-            if dp is None:
-                parts = {"loss": float(loss.detach()), **parts}
-            for k, v in parts.items():
-                running[k] = running.get(k, 0.0) + v
-            bar.update(1, **({"loss": parts["loss"]} if parts else {}))
-            if (step + 1) % every == 0 or step + 1 == steps:
-                k = (step % every) + 1
-                rec = {f"{name}/{key}": v / k for key, v in running.items()}
-                running = {}
-                if val_loss is not None:
-                    for m in modules:
-                        m.eval()
-                    vl = val_loss()
-                    for m in modules:
-                        m.train()
-                    rec[f"{name}/val_loss"] = vl
-                    if vl < best - 1e-4:
-                        best, bad = vl, 0
-                        best_state = [copy.deepcopy(m.state_dict()) for m in modules]
-                    else:
-                        bad += 1
-                rec["step"] = step + 1
-                self.history.append(rec)
-                if val_loss is not None and bad >= cfg.patience:
-                    break
-        bar.close()
-        if dp is not None:
-            dp.close()
-            self._dp.record(name, step + 1)
-        if best_state is not None:
-            for m, s in zip(modules, best_state, strict=True):
-                m.load_state_dict(s)
-        self.stage_seconds[name] = time.perf_counter() - t_start
+    def _train(self, c: Component) -> None:
+        """One component through the shared loop (models/training.py), with this fit's DP state."""
+        Trainer(self.config, self.device, self.history, self.stage_seconds, self._dp,
+                getattr(self, "world", 1)).run(c)
 
     def _batch_size(self, T: int | None) -> int:
         """Sequences per batch; for long sequences fewer of them (a budget of ``batch_tokens`` steps)."""
@@ -470,8 +338,9 @@ class TimeAutoDiff:
                 mu = self._encode_mean(vb)
                 return float(self.vae.reconstruction_loss(self.vae.decode(mu, vb.calendar, vb.static, vb.present), vb)[0])
 
-        self._loop("vae", steps, list(self.vae.parameters()), cfg.vae_lr, train_step,
-                   val_loss if vb is not None else None, [self.vae] + ([self.psld] if self.psld is not None else []))
+        self._train(Component("vae", steps, list(self.vae.parameters()), cfg.vae_lr, train_step,
+                              [self.vae] + ([self.psld] if self.psld is not None else []),
+                              val_loss if vb is not None else None))
 
     def _encode_mean(self, b: Batch) -> torch.Tensor:
         """The decoder-space latent of real sequences: the posterior mean (PSLD: the standardised v)."""
@@ -488,30 +357,6 @@ class TimeAutoDiff:
             out.append(self._encode_mean(b).cpu())
         return torch.cat(out)
 
-    def _random_known(self, b: Batch, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training masks for the one mask API: none / random cells / prefix / whole columns."""
-        B, T = b.present.shape
-        Fn, Fk = b.num.shape[-1], b.cat.shape[-1]
-        F_all = Fn + Fk
-        dev = b.num.device
-        r = torch.rand(B, generator=gen)
-        p = self.config.p_unconditional
-        task = torch.where(r < p, 0, 1 + ((r - p) / max(1 - p, 1e-6) * 3).long().clamp(max=2))
-        rate = torch.rand(B, 1, 1, generator=gen) * 0.8 + 0.1
-        impute = torch.rand(B, T, F_all, generator=gen) < rate
-        k = (torch.rand(B, 1, generator=gen) * T).long()
-        forecast = (torch.arange(T)[None, :] < k)[..., None].expand(B, T, F_all)
-        meta = (torch.rand(B, 1, F_all, generator=gen) < 0.5).expand(B, T, F_all)
-        known = torch.zeros(B, T, F_all, dtype=torch.bool)
-        known = torch.where((task == 1)[:, None, None], impute, known)
-        known = torch.where((task == 2)[:, None, None], forecast, known)
-        known = torch.where((task == 3)[:, None, None], meta, known)
-        known = known.to(dev) & (b.present[..., None] > 0)
-        num_known = known[..., :Fn] & (b.num_miss < 0.5)
-        cards = torch.tensor(self.dims["cat_cards"], device=dev, dtype=torch.long)
-        cat_in = torch.where(known[..., Fn:], b.cat, cards.expand_as(b.cat)) if Fk else b.cat
-        return b.num * num_known, num_known.float(), cat_in
-
     def _fit_diffusion(self, data: EncodedData, z: torch.Tensor, tr_idx, val_idx, gen) -> None:
         cfg = self.config
         tgen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -524,7 +369,7 @@ class TimeAutoDiff:
             t = torch.randint(0, sch.num_train_timesteps, (len(idx),), generator=g).to(self.device)
             noise = torch.randn(z0.shape, generator=g).to(self.device)
             zt = sch.add_noise(z0, noise, t)
-            kn, kn_mask, kc = self._random_known(b, g)
+            kn, kn_mask, kc = self.conditions.random(b, g)
             keep = (torch.rand(len(idx), generator=g) >= cfg.static_dropout).float().to(self.device)
             pred = model(zt, t, b.calendar, b.present, b.static[:, : self.n_static_cond], kn, kn_mask, kc, keep)
             return step_weighted_loss(pred - sch.target(z0, noise, t), b.present, cfg.difference_loss,
@@ -533,18 +378,13 @@ class TimeAutoDiff:
         def train_step(step: int):
             return diffusion_loss(self._batch_idx(tr_idx, gen, z.shape[1]), tgen, self.denoiser), {}
 
-        ema_params, params = list(self.ema.parameters()), list(self.denoiser.parameters())
-
-        def ema_update() -> None:
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, params, 1 - cfg.ema_decay)
-
         def val_loss() -> float:
             with torch.inference_mode():
                 return float(diffusion_loss(val_idx, torch.Generator().manual_seed(7), self.ema))
 
-        self._loop("diffusion", self.budget.get("diffusion", cfg.diffusion_steps), list(self.denoiser.parameters()), cfg.diffusion_lr,
-                   train_step, val_loss if len(val_idx) else None, [self.denoiser, self.ema], after_step=ema_update)
+        self._train(Component("diffusion", self.budget.get("diffusion", cfg.diffusion_steps),
+                              list(self.denoiser.parameters()), cfg.diffusion_lr, train_step, [self.denoiser, self.ema],
+                              val_loss if len(val_idx) else None, EMA(self.ema, self.denoiser, cfg.ema_decay)))
 
     def _fit_static(self, data: EncodedData, tr_idx, val_idx, gen) -> None:
         """Entity attributes (static columns, then level tokens). Not early-stopped on held-out
@@ -564,8 +404,8 @@ class TimeAutoDiff:
             loss = self.static_model.loss(tokens[idx])
             return (loss * len(idx) if self._dp is not None else loss), {}  # DP: a sum of per-entity losses
 
-        self._loop("static", self.budget.get("static", self.config.static_steps), list(self.static_model.parameters()), 3e-3,
-                   train_step, None, [self.static_model])
+        self._train(Component("static", self.budget.get("static", self.config.static_steps),
+                              list(self.static_model.parameters()), 3e-3, train_step, [self.static_model]))
 
     # ------------------------------------------------------------------------------------------
     # sampling
@@ -605,17 +445,11 @@ class TimeAutoDiff:
         B, T = c.present.shape
         Fn, cards = self.dims["n_num"], self.dims["cat_cards"]
         cal, pres = c.calendar.to(dev), c.present.to(dev)
-        kn = c.num.to(dev) if c.num is not None else torch.zeros(B, T, Fn, device=dev)
-        kn_mask = c.num_known.to(dev).float() if c.num_known is not None else torch.zeros(B, T, Fn, device=dev)
-        card_t = torch.tensor(cards, dtype=torch.long, device=dev)
-        if c.cat is not None and len(cards):
-            kc = torch.where(c.cat_known.to(dev), c.cat.to(dev), card_t.expand(B, T, -1))
-        else:
-            kc = card_t.expand(B, T, -1).clone() if len(cards) else torch.zeros(B, T, 0, dtype=torch.long, device=dev)
+        (known_num, kn_mask, kc), kn = self.conditions.encode(c, dev)
         z = torch.randn(B, T, self.latent_dim, generator=g).to(dev)
 
         def denoise(z_t: torch.Tensor, t_vec: torch.Tensor) -> torch.Tensor:
-            return self.ema(z_t, t_vec, cal, pres, static[:, : self.n_static_cond], kn * kn_mask, kn_mask, kc)
+            return self.ema(z_t, t_vec, cal, pres, static[:, : self.n_static_cond], known_num, kn_mask, kc)
 
         if self.psld is not None:  # Algorithm 2: each sequence's chain stops at its own i ~ U{0..N}
             z = self.psld.reverse(z, denoise, self.config.sampling_steps, self.config.eta, g)

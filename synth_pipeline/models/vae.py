@@ -17,8 +17,11 @@ from torch import nn
 
 from synth_pipeline.models.batch import Batch, masked_mean
 
+POSITION_FREQS = 4
+POSITION_FEATURES = 2 * POSITION_FREQS + 1  # width of position_features: what a network's input adds for it
 
-def position_features(T: int, device: torch.device, n: int = 4) -> torch.Tensor:
+
+def position_features(T: int, device: torch.device, n: int = POSITION_FREQS) -> torch.Tensor:
     """[T, 2n+1] relative position t/T plus sin/cos at a few frequencies."""
     t = torch.arange(T, device=device, dtype=torch.float32)
     rel = t / max(T - 1, 1)
