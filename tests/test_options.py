@@ -264,6 +264,28 @@ def test_l2d_refiner_is_an_x0_diffusion_conditioned_on_the_latent(refined) -> No
     assert (a - c).abs().mean() > 1e-2  # it is conditioned on the latent
 
 
+def test_l2d_refiner_reads_the_known_cells(refined) -> None:
+    """Imputation and forecasting condition the refiner too (issue 17 item 4): the same chain given
+    known cells gives other values than given none; a model saved before that (``refiner_known``
+    False in its dims) builds the former, narrower refiner and still loads."""
+    model = refined.model
+    assert model.dims["refiner_known"] and model.refiner.known
+    cond = refined._layout_conditions(np.full(6, 24), refined._draw_layout(6, np.random.default_rng(0))[1])
+    lat = model.sample_latents(6, cond, seed=5)
+    z, cal, pres, st = lat["z"], lat["calendar"], lat["present"], lat["static"]
+    with torch.inference_mode():
+        dec = model.vae.decode(z, cal, st)["num"]
+    mask = torch.zeros_like(dec)
+    mask[:, :12] = 1.0  # forecasting: the first half known
+    known = torch.randn(dec.shape, generator=torch.Generator().manual_seed(1)) * mask
+    a = l2d.refine(model, z, dec, cal, pres, st, torch.Generator().manual_seed(0))
+    b = l2d.refine(model, z, dec, cal, pres, st, torch.Generator().manual_seed(0), known, mask)
+    assert (a - b).abs().mean() > 1e-3
+    old = TimeAutoDiff(tiny(refine="l2d"), {**model.dims, "refiner_known": False})
+    assert not old.refiner.known
+    assert old.refiner.inp.in_features == model.refiner.inp.in_features - 2 * model.dims["n_num"]
+
+
 def test_l2d_samples_keep_the_contract_and_survive_save_load(refined, pollution, tmp_path) -> None:
     df, schema = pollution
     out = refined.sample(20, seed=6)

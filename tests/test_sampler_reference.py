@@ -34,7 +34,10 @@ from synth_pipeline.models.timeautodiff import TimeAutoDiff
 
 REFERENCE = Path(__file__).parent / "data" / "sampler_reference.npz"
 DIMS = {"n_num": 2, "num_missing": [True, False], "cat_cards": [3, 4], "static_cards": [2], "n_calendar": 4,
-        "max_len": 16, "n_static_columns": 1}
+        "max_len": 16, "n_static_columns": 1,
+        # the reference's refiner predates known-cell conditioning (issue 17 item 4): pinned as the
+        # architecture a model saved before it loads with
+        "refiner_known": False}
 BASE = {"hidden_dim": 16, "denoiser_layers": 1, "sampling_steps": 10, "progress": False, "refine": "none", "seed": 3}
 PSLD_DENSE = {"objective": "psld", "psld_L": 30, "psld_N": 20, "psld_M": 10, "psld_gamma": 1, "sampling_steps": 25}
 CASES: dict[str, dict] = {

@@ -179,6 +179,31 @@ def test_imputation_and_forecasting_keep_known_cells_exactly(pollution):
     assert (out["date"].to_numpy() == block["date"].to_numpy()).all()
 
 
+def test_imputed_cells_are_closer_to_the_truth_than_unconditional_samples(pollution, shared_data):
+    """Conditioning carries information, not only pasted-back cells: on 40 unseen days with half the
+    numeric cells hidden, the imputed cells' error (scaled by each column's spread) is under 0.6 of
+    what the same model generates for those cells knowing only the dates. Measured with this
+    fixture's quick model (2026-12-07): 0.54 against 1.49; the fast preset's full budget: 0.31
+    against 0.95. A prior that ignored the known cells would score about 1.0 of it."""
+    df, schema, syn = pollution
+    num = ["pm2.5", "DEWP", "TEMP", "PRES", "Iws"]
+    raw = read_source(shared_data / "pollution_data.csv").iloc[2400:2400 + 24 * 40].reset_index(drop=True)
+    test = coerce(raw, schema)
+    test["sequence_id"] = np.repeat(np.arange(40), 24)
+    hide = np.random.default_rng(0).random((len(test), len(num))) < 0.5
+    cond, blank = test.copy(), test.copy()
+    cond[num] = np.where(hide, np.nan, test[num].to_numpy(float))
+    blank[num] = np.nan
+    truth, scale = test[num].to_numpy(float), df[num].std().to_numpy()
+
+    def error(out: pd.DataFrame) -> float:
+        return float(np.nanmean((np.abs(out[num].to_numpy(float) - truth) / scale)[hide]))
+
+    imputed = np.mean([error(syn.sample(conditions=cond, seed=s)) for s in range(3)])
+    unconditional = np.mean([error(syn.sample(conditions=blank, seed=s)) for s in range(3)])
+    assert imputed < 0.6 * unconditional, (imputed, unconditional)
+
+
 def test_metadata_conditioning_keeps_whole_columns(pollution):
     df, schema, syn = pollution
     cond = df.iloc[:24][["date", "cbwd", "Iws"]].copy()

@@ -32,6 +32,7 @@ from synth_pipeline.models.vae import POSITION_FEATURES, StaticEmbedding, positi
 if TYPE_CHECKING:
     from synth_pipeline.config import ModelConfig
     from synth_pipeline.encoding import EncodedData
+    from synth_pipeline.models.conditions import ConditionEncoder
     from synth_pipeline.models.private import DPTraining
     from synth_pipeline.models.psld import PSLD
     from synth_pipeline.models.vae import MixedVAE
@@ -50,6 +51,7 @@ class RefinerHost(Protocol):
     refiner: L2DRefiner
     refiner_ema: L2DRefiner
     refine_scheduler: DDPMScheduler
+    conditions: ConditionEncoder
     budget: dict[str, int]
     _dp: DPTraining | None
     _train: Callable[[Component], None]
@@ -58,23 +60,32 @@ class RefinerHost(Protocol):
 
 
 class L2DRefiner(nn.Module):
-    """x_theta(x^k, k, F(c)): a bidirectional GRU over [x^k, c, decode(c), position, calendar]."""
+    """x_theta(x^k, k, F(c), known): a bidirectional GRU over [x^k, c, decode(c), position, calendar]
+    and the known numeric cells with their mask (imputation and forecasting condition the refiner
+    too, not only the latent prior; ``known=False``: a model saved before it did)."""
 
     def __init__(self, n_num: int, latent_dim: int, static_cards: list[int], n_calendar: int, hidden: int,
-                 layers: int = 1):
+                 layers: int = 1, known: bool = True):
         super().__init__()
-        self.hidden = hidden
-        self.inp = nn.Linear(2 * n_num + latent_dim + POSITION_FEATURES + n_calendar + 1, hidden)
+        self.hidden, self.known = hidden, known
+        n_in = 2 * n_num + latent_dim + POSITION_FEATURES + n_calendar + 1 + (2 * n_num if known else 0)
+        self.inp = nn.Linear(n_in, hidden)
         self.t_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.static_emb = StaticEmbedding(static_cards, hidden)
         self.body = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True, bidirectional=True)
         self.out = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, n_num))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, dec_num: torch.Tensor,
-                calendar: torch.Tensor, present: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+                calendar: torch.Tensor, present: torch.Tensor, static: torch.Tensor,
+                known_num: torch.Tensor | None = None, known_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         pos = position_features(T, x.device).expand(B, -1, -1)
-        h = self.inp(torch.cat([x, c, dec_num, pos, calendar, present[..., None]], -1))
+        parts = [x, c, dec_num, pos, calendar, present[..., None]]
+        if self.known:
+            if known_num is None:  # unconditional: nothing known
+                known_num = known_mask = torch.zeros_like(x)
+            parts += [known_num, known_mask]
+        h = self.inp(torch.cat(parts, -1))
         h = h + (self.t_mlp(step_embedding(t, self.hidden)) + self.static_emb(static))[:, None, :]
         return self.out(self.body(h)[0])
 
@@ -102,7 +113,8 @@ def fit_refiner(model: RefinerHost, data: EncodedData, latents: torch.Tensor, tr
             dec = model.vae.decode(c, b.calendar, b.static, b.present)["num"]
         t = torch.randint(0, sch.num_train_timesteps, (len(idx),), generator=g).to(dev)
         xk = sch.add_noise(b.num, torch.randn(b.num.shape, generator=g).to(dev), t)
-        pred = net(xk, t, c, dec, b.calendar, b.present, b.static)
+        known_num, known_mask, _ = model.conditions.random(b, g)  # the prior's tasks, drawn per sequence
+        pred = net(xk, t, c, dec, b.calendar, b.present, b.static, known_num, known_mask)
         w = b.present[..., None] * (1 - b.num_miss)
         if model._dp is not None:  # DP-SGD: a sum of per-entity losses (models/private.py)
             return masked_mean((pred - b.num) ** 2, w, per_sample=True)
@@ -123,13 +135,15 @@ def fit_refiner(model: RefinerHost, data: EncodedData, latents: torch.Tensor, tr
 
 @torch.inference_mode()
 def refine(model: RefinerHost, z: torch.Tensor, dec_num: torch.Tensor, calendar: torch.Tensor,
-           present: torch.Tensor, static: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Generate the numeric columns [B, T, Fn] given the generated latent ``z`` (x0-prediction chain)."""
+           present: torch.Tensor, static: torch.Tensor, g: torch.Generator,
+           known_num: torch.Tensor | None = None, known_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Generate the numeric columns [B, T, Fn] given the generated latent ``z`` (x0-prediction chain)
+    and the known cells (``known_num`` zero where unknown, ``known_mask`` 1.0 where known)."""
     sch: DDPMScheduler = model.refine_scheduler
     net = model.refiner_ema.eval()
     x = torch.randn(dec_num.shape, generator=g).to(z.device)
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return net(x_t, t, z, dec_num, calendar, present, static)
+        return net(x_t, t, z, dec_num, calendar, present, static, known_num, known_mask)
 
     return sch.reverse(x, denoise, sch.set_timesteps(model.config.sampling_steps), eta=model.config.eta, generator=g)

@@ -98,6 +98,8 @@ class TimeAutoDiff:
             self._build(config, dims)
 
     def _build(self, config: ModelConfig, dims: dict[str, Any]) -> None:
+        # the refiner reads the known cells (a model saved before that: load() says refiner_known False)
+        dims = {**dims, "refiner_known": dims.get("refiner_known", True)}
         self.config, self.dims = config, dims
         self.device = resolve_device(config.device)
         self.latent_dim = config.latent_dim or default_latent_dim(
@@ -154,7 +156,8 @@ class TimeAutoDiff:
                 prediction_type="sample",  # L2D-Diff's x0-prediction
             )
             self.refiner = L2DRefiner(dims["n_num"], self.latent_dim, dims["static_cards"], dims["n_calendar"],
-                                      config.hidden_dim, config.denoiser_layers).to(self.device)
+                                      config.hidden_dim, config.denoiser_layers,
+                                      known=dims["refiner_known"]).to(self.device)
             self.refiner_ema = copy.deepcopy(self.refiner).requires_grad_(False)
         self.latent_mean = torch.zeros(self.latent_dim)
         self.latent_std = torch.ones(self.latent_dim)
@@ -461,7 +464,7 @@ class TimeAutoDiff:
             return {"z": z, "calendar": cal, "present": pres, "static": static}
         out = self.vae.decode(z, cal, static, pres)
         if self.refiner is not None:
-            out["num"] = l2d_refine(self, z, out["num"], cal, pres, static, g)
+            out["num"] = l2d_refine(self, z, out["num"], cal, pres, static, g, known_num, kn_mask)
         num = out["num"]
         miss = torch.zeros(B, T, Fn, device=dev)
         mi = self.vae.miss_idx
@@ -520,7 +523,7 @@ class TimeAutoDiff:
         with load_errors(directory):  # corrupt/truncated/foreign files -> ModelFileError (never torch's advice)
             # models saved before model.decoder existed decode with the per-step MLP
             cfg = ModelConfig.from_dict({"decoder": "mlp", **meta["config"], "device": device})
-            model = cls(cfg, meta["dims"])
+            model = cls(cfg, {"refiner_known": False, **meta["dims"]})
             state = torch.load(directory / "weights.pt", map_location=model.device, weights_only=True)
             model.vae.load_state_dict(state["vae"])
             model.ema.load_state_dict(state["ema"])
