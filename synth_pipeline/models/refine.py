@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synth_pipeline.models.batch import masked_mean, to_batch
+from synth_pipeline.models.batch import Batch, masked_mean, to_batch
 from synth_pipeline.models.denoiser import step_embedding
 from synth_pipeline.models.scheduler import DDPMScheduler
 from synth_pipeline.models.training import EMA, Component
@@ -98,27 +98,35 @@ def condition_latent(model: RefinerHost, latent: torch.Tensor, g: torch.Generato
     return latent + noise * torch.randn(latent.shape, generator=g).to(latent.device)
 
 
+def refiner_loss(model: RefinerHost, b: Batch, latent: torch.Tensor, g: torch.Generator,
+                 net: nn.Module) -> torch.Tensor:
+    """The refiner's x0-prediction loss on one batch and its decoder-space latents: the latent made as
+    noisy as a generated one, the frozen decoder's numerics, a random diffusion step and a random
+    conditioning task; squared error over real, non-missing numeric cells."""
+    dev, sch = model.device, model.refine_scheduler
+    c = condition_latent(model, latent, g) * b.present[..., None]
+    with torch.no_grad():
+        dec = model.vae.decode(c, b.calendar, b.static, b.present)["num"]
+    t = torch.randint(0, sch.num_train_timesteps, (len(latent),), generator=g).to(dev)
+    xk = sch.add_noise(b.num, torch.randn(b.num.shape, generator=g).to(dev), t)
+    known_num, known_mask, _ = model.conditions.random(b, g)  # the prior's tasks, drawn per sequence
+    pred = net(xk, t, c, dec, b.calendar, b.present, b.static, known_num, known_mask)
+    w = b.present[..., None] * (1 - b.num_miss)
+    if model._dp is not None:  # DP-SGD: a sum of per-entity losses (models/private.py)
+        return masked_mean((pred - b.num) ** 2, w, per_sample=True)
+    return ((pred - b.num) ** 2 * w).sum() / w.sum().clamp(min=1)
+
+
 def fit_refiner(model: RefinerHost, data: EncodedData, latents: torch.Tensor, tr_idx: np.ndarray,
                 val_idx: np.ndarray, gen: np.random.Generator) -> None:
     """Train ``model.refiner`` (EMA copy in ``model.refiner_ema``) on the decoder-space latents."""
-    cfg, dev, sch = model.config, model.device, model.refine_scheduler
+    cfg, dev = model.config, model.device
     latents = latents.to(dev)
     tgen = torch.Generator().manual_seed(cfg.seed + 2)
     model.vae.eval()
 
     def loss_of(idx: np.ndarray, g: torch.Generator, net: nn.Module) -> torch.Tensor:
-        b = to_batch(data, idx, dev)
-        c = condition_latent(model, latents[torch.as_tensor(idx, device=dev)], g) * b.present[..., None]
-        with torch.no_grad():
-            dec = model.vae.decode(c, b.calendar, b.static, b.present)["num"]
-        t = torch.randint(0, sch.num_train_timesteps, (len(idx),), generator=g).to(dev)
-        xk = sch.add_noise(b.num, torch.randn(b.num.shape, generator=g).to(dev), t)
-        known_num, known_mask, _ = model.conditions.random(b, g)  # the prior's tasks, drawn per sequence
-        pred = net(xk, t, c, dec, b.calendar, b.present, b.static, known_num, known_mask)
-        w = b.present[..., None] * (1 - b.num_miss)
-        if model._dp is not None:  # DP-SGD: a sum of per-entity losses (models/private.py)
-            return masked_mean((pred - b.num) ** 2, w, per_sample=True)
-        return ((pred - b.num) ** 2 * w).sum() / w.sum().clamp(min=1)
+        return refiner_loss(model, to_batch(data, idx, dev), latents[torch.as_tensor(idx, device=dev)], g, net)
 
     def train_step(step: int):
         return loss_of(model._batch_idx(tr_idx, gen, latents.shape[1]), tgen, model.refiner), {}

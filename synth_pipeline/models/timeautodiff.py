@@ -360,23 +360,28 @@ class TimeAutoDiff:
             out.append(self._encode_mean(b).cpu())
         return torch.cat(out)
 
+    def prior_loss(self, b: Batch, z0: torch.Tensor, g: torch.Generator, net: nn.Module) -> torch.Tensor:
+        """The latent prior's loss on one batch and its (normalised) latents ``z0``: a random diffusion
+        step and noise, a random conditioning task (``ConditionEncoder.random``), the static condition
+        dropped for a share of sequences, and the step-weighted error of ``net``'s prediction."""
+        cfg, sch, dev = self.config, self.scheduler, self.device
+        t = torch.randint(0, sch.num_train_timesteps, (len(z0),), generator=g).to(dev)
+        noise = torch.randn(z0.shape, generator=g).to(dev)
+        zt = sch.add_noise(z0, noise, t)
+        kn, kn_mask, kc = self.conditions.random(b, g)
+        keep = (torch.rand(len(z0), generator=g) >= cfg.static_dropout).float().to(dev)
+        pred = net(zt, t, b.calendar, b.present, b.static[:, : self.n_static_cond], kn, kn_mask, kc, keep)
+        return step_weighted_loss(pred - sch.target(z0, noise, t), b.present, cfg.difference_loss,
+                                  per_sample=self._dp is not None)
+
     def _fit_diffusion(self, data: EncodedData, z: torch.Tensor, tr_idx, val_idx, gen) -> None:
         cfg = self.config
         tgen = torch.Generator().manual_seed(cfg.seed + 1)
-        sch = self.scheduler
         z = z.to(self.device)
 
         def diffusion_loss(idx: np.ndarray, g: torch.Generator, model: nn.Module) -> torch.Tensor:
-            b = to_batch(data, idx, self.device)
-            z0 = z[torch.as_tensor(idx, device=self.device)]
-            t = torch.randint(0, sch.num_train_timesteps, (len(idx),), generator=g).to(self.device)
-            noise = torch.randn(z0.shape, generator=g).to(self.device)
-            zt = sch.add_noise(z0, noise, t)
-            kn, kn_mask, kc = self.conditions.random(b, g)
-            keep = (torch.rand(len(idx), generator=g) >= cfg.static_dropout).float().to(self.device)
-            pred = model(zt, t, b.calendar, b.present, b.static[:, : self.n_static_cond], kn, kn_mask, kc, keep)
-            return step_weighted_loss(pred - sch.target(z0, noise, t), b.present, cfg.difference_loss,
-                                      per_sample=self._dp is not None)
+            return self.prior_loss(to_batch(data, idx, self.device), z[torch.as_tensor(idx, device=self.device)],
+                                   g, model)
 
         def train_step(step: int):
             return diffusion_loss(self._batch_idx(tr_idx, gen, z.shape[1]), tgen, self.denoiser), {}
