@@ -27,7 +27,7 @@ from _release_setup import DATA, PASS_GATE, TINY, write_config
 from synth_pipeline import release as rel
 from synth_pipeline.pipeline import run_release
 from synth_pipeline.schema import infer_schema
-from synth_pipeline.stages import split_sequences
+from synth_pipeline.split import split_sequences
 
 EXTREME_STATIC = 987654321.125
 EXTREME_VOLUME = 98765432123

@@ -18,7 +18,7 @@ from synth_pipeline.demo import shipped_path
 from synth_pipeline.errors import ConditioningError, TrackingError
 from synth_pipeline.ingest import load_dataset
 from synth_pipeline.schema import DatasetSchema
-from synth_pipeline.split import split_frame
+from synth_pipeline.split import split_sequences
 
 TINY = {"vae_steps": 20, "diffusion_steps": 20, "static_steps": 10, "progress": False}
 
@@ -28,7 +28,7 @@ def panel():
     schema = DatasetSchema.from_yaml(shipped_path("configs", "nasdaq100.schema.yaml"))
     df = load_dataset(shipped_path("data", "nasdaq100_2019.csv"), schema)
     keep = df["Symbol"].isin(sorted(df["Symbol"].unique())[:30])
-    train, _ = split_frame(df[keep].reset_index(drop=True), "Symbol", 0.2, seed=0)
+    train, _ = split_sequences(df[keep].reset_index(drop=True), schema, 0.2, seed=0)
     return schema, train
 
 
